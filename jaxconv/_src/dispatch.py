@@ -1,0 +1,155 @@
+"""One dispatch: pick an implementation for a canonical spec and run it.
+
+An implementation is registered under a name with two callables:
+
+* ``supports(spec) -> str | None``: ``None`` when it can compute ``spec``, else the
+  reason it cannot (it becomes the ``NotImplementedError`` message);
+* ``conv(lhs, rhs, spec) -> out``: the convolution for a zero-boundary spec (boundary
+  modes are materialised by the dispatcher with :func:`jaxconv._src.spec.pad_input`).
+
+An implementation may also take the fused epilogue (``bias``, ``activation``) by
+registering with ``fuses_epilogue=True``; for the others the dispatcher applies it.
+
+``implementation=None`` is the automatic choice (:func:`auto_order`); a name runs that
+implementation or raises; a sequence of names is tried in order, skipping those that
+raise ``NotImplementedError``. A user mistake is raised by the spec before any of this
+and is never hidden by a fallback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxconv._src.spec import ConvSpec, pad_input
+
+
+@dataclasses.dataclass(frozen=True)
+class Implementation:
+    name: str
+    conv: Callable[..., Any]
+    supports: Callable[[ConvSpec], str | None]
+    fuses_epilogue: bool = False
+    #: Platforms where the implementation is worth trying automatically.
+    platforms: tuple[str, ...] = ("cpu", "gpu", "tpu")
+
+
+_REGISTRY: dict[str, Implementation] = {}
+# Implementations that live in modules imported on first use (keeps import light).
+_LAZY: dict[str, str] = {}
+
+
+def register(impl: Implementation) -> None:
+    """Register (or replace) an implementation under ``impl.name``."""
+    _REGISTRY[impl.name] = impl
+
+
+def register_lazy(name: str, module: str) -> None:
+    """Register an implementation whose module registers it when imported."""
+    _LAZY[name] = module
+
+
+def _get(name: str) -> Implementation:
+    if name not in _REGISTRY and name in _LAZY:
+        importlib.import_module(_LAZY[name])
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"`implementation` must be one of {implementations()} or None, got {name!r}"
+        )
+    return _REGISTRY[name]
+
+
+def implementations() -> list[str]:
+    """Names of all known implementations."""
+    return sorted(set(_REGISTRY) | set(_LAZY))
+
+
+def backend() -> str:
+    return jax.default_backend()
+
+
+def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
+    """The automatic choice: the implementations tried, in order, for ``spec``.
+
+    The rule (see the README's table) comes from the CPU benchmarks in
+    ``benchmarks/results/``: on the CPU, grouped and depthwise convolutions go to
+    ``taps`` (lax's grouped convolution is one to two orders of magnitude slower there);
+    everything else stays with ``xla``. On GPU and TPU, ``xla`` (cuDNN / the TPU
+    convolution emitter) is the default.
+    """
+    platform = platform or backend()
+    if platform == "cpu" and (spec.feature_group_count > 1 or spec.batch_group_count > 1):
+        return ["taps", "xla"]
+    return ["xla"]
+
+
+def _candidates(implementation: Any, spec: ConvSpec) -> tuple[list[str], bool]:
+    if implementation is None:
+        return auto_order(spec), False
+    if isinstance(implementation, str):
+        return [implementation], True
+    if isinstance(implementation, Sequence):
+        names = list(implementation)
+        if not names or not all(isinstance(n, str) for n in names):
+            raise TypeError(
+                "`implementation` must be None, a name, or a non-empty sequence of names, "
+                f"got {implementation!r}"
+            )
+        return names, False
+    raise TypeError(
+        "`implementation` must be None, a name, or a sequence of names, "
+        f"got {type(implementation).__name__}"
+    )
+
+
+def select(spec: ConvSpec, implementation: Any = None) -> Implementation:
+    """The implementation that will compute ``spec`` (raises if none can)."""
+    names, explicit = _candidates(implementation, spec)
+    impls = [_get(n) for n in names]  # unknown names raise ValueError up front
+    reasons = []
+    for impl in impls:
+        reason = impl.supports(spec)
+        if reason is None:
+            return impl
+        reasons.append(f"{impl.name}: {reason}")
+    raise NotImplementedError(
+        f"no implementation among {names} can compute {spec}: " + "; ".join(reasons)
+    )
+
+
+def apply_epilogue(y, spec: ConvSpec, bias=None, activation=None):
+    """Add a per-output-feature ``bias`` (shape ``(O,)``) and apply ``activation``."""
+    if bias is not None:
+        shape = [1] * y.ndim
+        shape[spec.dimension_numbers.out_spec[1]] = spec.out_features
+        y = y + jnp.reshape(bias, shape).astype(y.dtype)
+    if activation is not None:
+        y = activation(y)
+    return y
+
+
+def run(lhs, rhs, spec: ConvSpec, implementation: Any = None, *, bias=None,
+        activation=None):
+    """Compute the convolution described by ``spec`` (boundary mode included)."""
+    impl = select(spec, implementation)
+    lhs, zspec = pad_input(lhs, spec)
+    if impl.supports(zspec) is not None:  # padding can change what a kernel takes
+        impl = select(zspec, implementation)
+    if impl.fuses_epilogue:
+        return impl.conv(lhs, rhs, zspec, bias=bias, activation=activation)
+    return apply_epilogue(impl.conv(lhs, rhs, zspec), spec, bias, activation)
+
+
+def _register_builtins() -> None:
+    from jaxconv._src.impl import im2col, taps, xla
+
+    for mod in (xla, im2col, taps):
+        register(Implementation(mod.NAME, mod.conv, mod.supports))
+
+
+_register_builtins()
