@@ -1,23 +1,23 @@
-"""Shared test settings: hypothesis profiles and the implementations under test."""
+"""Shared test settings: hypothesis profiles, the x64 fixture."""
 
 import os
 
 import jax
+import pytest
 from hypothesis import HealthCheck, settings
-
-# float64 references (1e-12 agreement) need x64; every test passes explicit dtypes.
-jax.config.update("jax_enable_x64", True)
 
 settings.register_profile(
     "ci",
     deadline=None,
-    derandomize=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     print_blob=True,
 )
-settings.register_profile(
-    "slow",
-    parent=settings.get_profile("ci"),
-    max_examples=2000,
-)
+settings.register_profile("slow", parent=settings.get_profile("ci"), max_examples=2000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture
+def x64():
+    """Run a test with 64-bit types enabled (float64 references agree to ~1e-12)."""
+    with jax.enable_x64(True):
+        yield
