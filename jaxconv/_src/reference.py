@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv._src.spec import ConvSpec, pad_input
+from jaxconv._src.spec import ConvSpec, dtype_kind, pad_input
 
 #: Relative tolerance (max |a - b| / max |b|) by output dtype, used by the tests,
 #: ``jaxconv check`` and the kernel checks alike.
@@ -40,9 +40,9 @@ def tolerance(dtype) -> float:
 def _upcast_dtype(dtype):
     dtype = np.dtype(dtype)
     x64 = jax.config.jax_enable_x64
-    if dtype.kind == "c":
+    if dtype_kind(dtype) == "c":
         return np.dtype(np.complex128 if x64 else np.complex64)
-    if dtype.kind == "f":
+    if dtype_kind(dtype) == "f":
         return np.dtype(np.float64 if x64 else np.float32)
     return dtype
 
@@ -51,10 +51,11 @@ def reference_conv(lhs, rhs, spec: ConvSpec):
     """Ground truth for ``spec``: lax at HIGHEST precision on upcast operands.
 
     Returns the result in the upcast dtype (compare before casting down)."""
-    dt = _upcast_dtype(spec.out_dtype if spec.out_dtype.kind in "fc" else spec.lhs_dtype)
-    lhs = jnp.asarray(lhs).astype(dt) if dt.kind in "fc" else jnp.asarray(lhs)
-    rhs = jnp.asarray(rhs).astype(dt) if dt.kind in "fc" else jnp.asarray(rhs)
-    if dt.kind in "fc":
+    floating = dtype_kind(spec.out_dtype) in "fc"
+    dt = _upcast_dtype(spec.out_dtype if floating else spec.lhs_dtype)
+    lhs = jnp.asarray(lhs).astype(dt) if floating else jnp.asarray(lhs)
+    rhs = jnp.asarray(rhs).astype(dt) if floating else jnp.asarray(rhs)
+    if floating:
         spec = spec.replace(lhs_dtype=dt, rhs_dtype=dt, preferred_element_type=None,
                             precision=lax.Precision.HIGHEST)
     lhs, zspec = pad_input(lhs, spec)

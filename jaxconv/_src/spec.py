@@ -140,6 +140,18 @@ def padding_to_pairs(
     return tuple(pairs)
 
 
+def dtype_kind(dtype) -> str:
+    """numpy's kind letter, with the ml_dtypes floats (bfloat16, ...) as ``"f"``."""
+    import jax.numpy as jnp
+
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return "b"
+    if jnp.issubdtype(dtype, jnp.floating):
+        return "f"
+    return dtype.kind
+
+
 # --------------------------------------------------------------------------------------
 # Small normalisers
 # --------------------------------------------------------------------------------------
@@ -293,10 +305,10 @@ class ConvSpec:
                 "`lhs` and `rhs` must have the same dtype (as in lax.conv_general_dilated), "
                 f"got lhs {lhs_dtype} and rhs {rhs_dtype}"
             )
-        if lhs_dtype.kind not in "fciu" or lhs_dtype == np.bool_:
+        if dtype_kind(lhs_dtype) not in "fciu":
             raise TypeError(f"`lhs` dtype must be numeric, got {lhs_dtype}")
         pet = None if preferred_element_type is None else np.dtype(preferred_element_type)
-        if pet is not None and (pet.kind in "iu") != (lhs_dtype.kind in "iu"):
+        if pet is not None and (dtype_kind(pet) in "iu") != (dtype_kind(lhs_dtype) in "iu"):
             raise TypeError(
                 "`preferred_element_type` must be of the same kind as the inputs "
                 f"(integer with integer, floating with floating), got {pet} for {lhs_dtype}"

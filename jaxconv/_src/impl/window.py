@@ -15,7 +15,7 @@ import numpy as np
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv._src.spec import ConvSpec
+from jaxconv._src.spec import ConvSpec, dtype_kind
 
 
 def to_channels_last(lhs, rhs, spec: ConvSpec):
@@ -54,7 +54,7 @@ def accumulation_dtype(spec: ConvSpec):
     if spec.preferred_element_type is not None:
         return spec.preferred_element_type
     dt = spec.lhs_dtype
-    if dt.kind == "f" and dt.itemsize < 4:
+    if dtype_kind(dt) == "f" and dt.itemsize < 4:
         return np.dtype(np.float32)
     return dt
 

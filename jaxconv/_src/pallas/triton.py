@@ -1,0 +1,443 @@
+"""``"pallas_triton"``: convolution as an implicit GEMM in Pallas on the Triton backend.
+
+Each program owns a tile of the output and accumulates in float32 over kernel taps and
+channel blocks, loading input tiles at computed offsets with masks at the borders and
+between input-dilated samples: no patch matrix and no dilated input is ever written to
+device memory. The epilogue fuses bias, activation and the cast to the output dtype.
+
+Four kernels, chosen by :func:`jaxconv._src.pallas.tiling.geometry` (the tiling and
+index arithmetic live there, apart from the backend calls, for a future Mosaic GPU
+variant):
+
+* forward/dot: output pixels x output channels of one group, on the matrix unit;
+* forward/fma: per-channel multiply-adds for depthwise and small groups;
+* weight_grad/dot and weight_grad/fma: the kernel-gradient specs (batch groups, windows
+  as large as the forward output), one program per forward tap x channel tile, the
+  reduction over batch x output pixels split for parallelism.
+
+Operands are brought to the channels-last layouts of the formulation at the boundary
+(no-ops for NHWC / HWIO and for the gradient specs derived from them).
+
+Where it runs: ``jax.lax.platform_dependent`` picks interpret mode when lowering for the
+CPU and the compiled Triton kernel otherwise, so a CPU host runs the kernels
+interpreted and ``jax.jit(f).trace(...).lower(lowering_platforms=("cuda",))`` emits the
+Triton kernels. :func:`force_interpret` (or ``JAXCONV_PALLAS_INTERPRET=1``) runs the
+interpreter on a GPU too.
+
+Gradients: a ``custom_vjp`` whose input and kernel gradients run these same kernels on
+the transposed specs of :mod:`jaxconv._src.autodiff` (gradients of gradients too).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Callable
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
+
+from jaxconv._src import autodiff
+from jaxconv._src.dispatch import Implementation, apply_epilogue, register
+from jaxconv._src.impl import window as W
+from jaxconv._src.pallas import tiling
+from jaxconv._src.pallas.tiling import (
+    Blocks, Geometry, cdiv, div, input_pixel, rem, safe, unravel)
+from jaxconv._src.spec import ConvSpec
+
+NAME = "pallas_triton"
+
+#: Input dtypes the kernels take.
+DTYPES = (np.dtype(np.float32), np.dtype(jnp.bfloat16), np.dtype(np.float16))
+
+_INTERPRET = os.environ.get("JAXCONV_PALLAS_INTERPRET", "") not in ("", "0")
+
+
+def force_interpret(enabled: bool = True) -> None:
+    """Run the kernels in Pallas interpret mode on every platform (GPU included), for
+    functions traced after this call. ``False`` restores the automatic choice."""
+    global _INTERPRET
+    _INTERPRET = bool(enabled)
+
+
+# --------------------------------------------------------------------------------------
+# What the kernels take
+# --------------------------------------------------------------------------------------
+
+
+def supports(spec: ConvSpec) -> str | None:
+    """``None`` if the kernels compute ``spec``, else the reason (boundary modes are
+    materialised by the dispatcher before the kernels see the spec)."""
+    if spec.lhs_dtype not in DTYPES:
+        return f"input dtype {spec.lhs_dtype} (takes float32, bfloat16, float16)"
+    pet = spec.preferred_element_type
+    if pet is not None and pet not in (spec.lhs_dtype, np.dtype(np.float32)):
+        return f"preferred_element_type {pet} (takes None, float32 or the input dtype)"
+    if not 1 <= spec.nspatial <= 3:
+        return f"{spec.nspatial} spatial dimensions (takes 1, 2 or 3)"
+    precisions = spec.precision if isinstance(spec.precision, tuple) else (spec.precision,)
+    if not all(p is None or isinstance(p, lax.Precision) for p in precisions):
+        return f"precision {spec.precision!r} (takes None or jax.lax.Precision values)"
+    biggest = max(math.prod(spec.lhs_shape), math.prod(spec.rhs_shape),
+                  math.prod(spec.out_shape) * 4)  # the split weight gradient's partials
+    if biggest >= 2**31:
+        return f"an operand of {biggest} elements (32-bit offsets: at most 2**31 - 1)"
+    return None
+
+
+def _dot_precision(spec: ConvSpec):
+    """TF32 for float32 unless ``precision`` asks for HIGHEST (then full float32)."""
+    if spec.lhs_dtype != np.float32:
+        return None
+    precisions = spec.precision if isinstance(spec.precision, tuple) else (spec.precision,)
+    if any(p == lax.Precision.HIGHEST for p in precisions):
+        return (lax.Precision.HIGHEST, lax.Precision.HIGHEST)
+    return (lax.Precision.DEFAULT, lax.Precision.DEFAULT)
+
+
+# --------------------------------------------------------------------------------------
+# Kernels (flat 1-D refs; all addresses computed with tiling's index arithmetic)
+# --------------------------------------------------------------------------------------
+
+
+def _load(ref, offsets, mask=None):
+    if mask is None:
+        return plgpu.load(ref.at[offsets])
+    return plgpu.load(ref.at[safe(offsets, mask)], mask=mask, other=0.0)
+
+
+def _store(ref, offsets, value, mask):
+    # Masked-off lanes get the one-past-the-end address: never touched on the GPU, and
+    # dropped (not written with a stale value) by interpret mode's scatter.
+    plgpu.store(ref.at[jnp.where(mask, offsets, math.prod(ref.shape))], value, mask=mask)
+
+
+def _epilogue(acc, cols, cols_ok, b_ref, activation, dtype):
+    if b_ref is not None:
+        acc = acc + _load(b_ref, cols, cols_ok)[None, :]
+    if activation is not None:
+        acc = activation(acc)
+    return acc.astype(dtype)
+
+
+def _forward_dot(geom: Geometry, blk: Blocks, precision, activation, has_bias):
+    """y (N*P, O) tile (blk.m x blk.n of one group) = sum over taps, input-channel
+    blocks of x[rows(t), g*I + c] @ w[t, c, g*O' + o]."""
+    M, T, I, C = geom.rows, geom.taps, geom.in_per_group, geom.channels
+    O, Og = geom.out_features, geom.out_per_group
+    nbn, nkb = cdiv(Og, blk.n), cdiv(I, blk.k)
+
+    def kernel(x_ref, w_ref, *refs):
+        b_ref, y_ref = refs if has_bias else (None, refs[0])
+        g, ob = div(pl.program_id(1), nbn), rem(pl.program_id(1), nbn)
+        m = pl.program_id(0) * blk.m + jnp.arange(blk.m)
+        m_ok = m < M
+        n, *p = unravel(jnp.minimum(m, M - 1), (geom.outer,) + geom.out_spatial)
+        o_loc = ob * blk.n + jnp.arange(blk.n)
+        o_ok = o_loc < Og
+        o = g * Og + o_loc
+
+        def body(it, acc):
+            t, kb = div(it, nkb), rem(it, nkb)
+            pix, valid = input_pixel(geom, p, unravel(t, geom.window))
+            c = kb * blk.k + jnp.arange(blk.k)
+            c_ok = c < I
+            xm = (valid & m_ok)[:, None] & c_ok[None, :]
+            x = _load(x_ref, (n * geom.in_pixels + pix)[:, None] * C + (g * I + c)[None, :],
+                      xm)
+            wm = c_ok[:, None] & o_ok[None, :]
+            w = _load(w_ref, (t * I + c)[:, None] * O + o[None, :], wm)
+            return acc + jnp.dot(x, w, precision=precision,
+                                 preferred_element_type=jnp.float32)
+
+        acc = lax.fori_loop(0, T * nkb, body, jnp.zeros((blk.m, blk.n), jnp.float32))
+        y = _epilogue(acc, o, o_ok, b_ref, activation, y_ref.dtype)
+        _store(y_ref, m[:, None] * O + o[None, :], y, m_ok[:, None] & o_ok[None, :])
+
+    grid = (cdiv(M, blk.m), geom.groups * nbn)
+    return kernel, grid
+
+
+def _forward_fma(geom: Geometry, blk: Blocks, activation, has_bias):
+    """Depthwise and small groups: y[m, o] += x[rows(t), g(o)*I + c] * w[t, c, o] with
+    per-channel multiply-adds (no one-channel dots)."""
+    M, T, I, C = geom.rows, geom.taps, geom.in_per_group, geom.channels
+    O, Og = geom.out_features, geom.out_per_group
+
+    def kernel(x_ref, w_ref, *refs):
+        b_ref, y_ref = refs if has_bias else (None, refs[0])
+        m = pl.program_id(0) * blk.m + jnp.arange(blk.m)
+        m_ok = m < M
+        n, *p = unravel(jnp.minimum(m, M - 1), (geom.outer,) + geom.out_spatial)
+        o = pl.program_id(1) * blk.n + jnp.arange(blk.n)
+        o_ok = o < O
+        oc = jnp.minimum(o, O - 1)
+        g = div(oc, Og)
+
+        def body(it, acc):
+            t, c = div(it, I), rem(it, I)
+            pix, valid = input_pixel(geom, p, unravel(t, geom.window))
+            xm = (valid & m_ok)[:, None] & o_ok[None, :]
+            x = _load(x_ref, (n * geom.in_pixels + pix)[:, None] * C + (g * I + c)[None, :],
+                      xm)
+            w = _load(w_ref, (t * I + c) * O + oc)
+            return acc + x.astype(jnp.float32) * w.astype(jnp.float32)[None, :]
+
+        acc = lax.fori_loop(0, T * I, body, jnp.zeros((blk.m, blk.n), jnp.float32))
+        y = _epilogue(acc, oc, o_ok, b_ref, activation, y_ref.dtype)
+        _store(y_ref, m[:, None] * O + o[None, :], y, m_ok[:, None] & o_ok[None, :])
+
+    grid = (cdiv(M, blk.m), cdiv(O, blk.n))
+    return kernel, grid
+
+
+def _split_rows(geom: Geometry, blk: Blocks):
+    """Rows of the weight_grad reduction per split (a multiple of ``blk.k``) and steps."""
+    per_split = cdiv(cdiv(geom.rows, blk.splits), blk.k) * blk.k
+    return per_split, per_split // blk.k
+
+
+def _reduction_rows(geom: Geometry, blk: Blocks, split, it, q_coords):
+    """Rows ``r`` (flattened ``F x K``) of one weight_grad step, their validity, their
+    clamped value and the flat input row each reads at output pixel ``q_coords``."""
+    R = geom.rows
+    per_split, _ = _split_rows(geom, blk)
+    r = split * per_split + it * blk.k + jnp.arange(blk.k)
+    r_ok = r < jnp.minimum(split * per_split + per_split, R)
+    rc = jnp.minimum(r, R - 1)
+    f, *tap = unravel(rc, (geom.outer,) + geom.window)
+    pix, valid = input_pixel(geom, q_coords, tap)
+    return r_ok, rc, f * geom.in_pixels + pix, valid & r_ok
+
+
+def _weight_grad_dot(geom: Geometry, blk: Blocks, precision):
+    """y[q, b, gb*O'' + o] tile (blk.n x blk.o) = sum over row blocks of
+    x[rows(q), gb*Nb' + b]^T @ w[rows, gb*O'' + o]; split ``blk.splits`` ways."""
+    Q, Bg, Nb, Nbg = geom.out_pixels, geom.groups, geom.channels, geom.in_per_group
+    O, Og = geom.out_features, geom.out_per_group
+    nbo = cdiv(Og, blk.o)
+    _, steps = _split_rows(geom, blk)
+
+    def kernel(x_ref, w_ref, y_ref):
+        q, gb = div(pl.program_id(0), Bg), rem(pl.program_id(0), Bg)
+        bb, ob = div(pl.program_id(1), nbo), rem(pl.program_id(1), nbo)
+        split = pl.program_id(2)
+        q_coords = unravel(q, geom.out_spatial)
+        b = bb * blk.n + jnp.arange(blk.n)
+        b_ok = b < Nbg
+        o_loc = ob * blk.o + jnp.arange(blk.o)
+        o_ok = o_loc < Og
+        o = gb * Og + o_loc
+
+        def body(it, acc):
+            r_ok, rc, row, valid = _reduction_rows(geom, blk, split, it, q_coords)
+            xm = valid[:, None] & b_ok[None, :]
+            x = _load(x_ref, row[:, None] * Nb + (gb * Nbg + b)[None, :], xm)
+            wm = r_ok[:, None] & o_ok[None, :]
+            w = _load(w_ref, rc[:, None] * O + o[None, :], wm)
+            return acc + lax.dot_general(x, w, (((0,), (0,)), ((), ())), precision=precision,
+                                         preferred_element_type=jnp.float32)
+
+        acc = lax.fori_loop(0, steps, body, jnp.zeros((blk.n, blk.o), jnp.float32))
+        _store(y_ref, ((split * Q + q) * Nbg + b)[:, None] * O + o[None, :],
+               acc.astype(y_ref.dtype), b_ok[:, None] & o_ok[None, :])
+
+    grid = (Q * Bg, cdiv(Nbg, blk.n) * nbo, blk.splits)
+    return kernel, grid
+
+
+def _weight_grad_fma(geom: Geometry, blk: Blocks):
+    """Depthwise / small-group kernel gradient: y[q, b, o] = sum over rows of
+    x[rows(q), gb(o)*Nb' + b] * w[rows, o], multiply-adds then one column sum."""
+    Q, Nb, Nbg = geom.out_pixels, geom.channels, geom.in_per_group
+    O, Og = geom.out_features, geom.out_per_group
+    _, steps = _split_rows(geom, blk)
+
+    def kernel(x_ref, w_ref, y_ref):
+        q, b = div(pl.program_id(0), Nbg), rem(pl.program_id(0), Nbg)
+        split = pl.program_id(2)
+        q_coords = unravel(q, geom.out_spatial)
+        o = pl.program_id(1) * blk.o + jnp.arange(blk.o)
+        o_ok = o < O
+        gb = div(jnp.minimum(o, O - 1), Og)
+
+        def body(it, acc):
+            r_ok, rc, row, valid = _reduction_rows(geom, blk, split, it, q_coords)
+            xm = valid[:, None] & o_ok[None, :]
+            x = _load(x_ref, row[:, None] * Nb + (gb * Nbg + b)[None, :], xm)
+            wm = r_ok[:, None] & o_ok[None, :]
+            w = _load(w_ref, rc[:, None] * O + o[None, :], wm)
+            return acc + x.astype(jnp.float32) * w.astype(jnp.float32)
+
+        acc = lax.fori_loop(0, steps, body, jnp.zeros((blk.k, blk.o), jnp.float32))
+        _store(y_ref, ((split * Q + q) * Nbg + b) * O + o,
+               jnp.sum(acc, axis=0).astype(y_ref.dtype), o_ok)
+
+    grid = (Q * Nbg, cdiv(O, blk.o), blk.splits)
+    return kernel, grid
+
+
+# --------------------------------------------------------------------------------------
+# pallas_call wiring
+# --------------------------------------------------------------------------------------
+
+
+def _pallas(kernel, grid, blk: Blocks, out: jax.ShapeDtypeStruct, name: str, *args):
+    """Run ``kernel`` compiled for the GPU, or interpreted where lowered for the CPU."""
+
+    def call(interpret: bool, *operands):
+        return pl.pallas_call(
+            kernel, out_shape=out, grid=grid, interpret=interpret, name=name,
+            compiler_params=plgpu.CompilerParams(num_warps=blk.num_warps,
+                                                 num_stages=blk.num_stages),
+        )(*operands)
+
+    if _INTERPRET:
+        return call(True, *args)
+    return lax.platform_dependent(
+        *args, cpu=functools.partial(call, True), default=functools.partial(call, False))
+
+
+def _forward(lhs, rhs, spec: ConvSpec, geom: Geometry, bias, activation):
+    x, w = W.to_channels_last(lhs, rhs, spec)  # (N, *S, C), (*K, I, O)
+    blk = tiling.blocks(geom, spec.lhs_dtype.itemsize)
+    has_bias = bias is not None
+    if geom.variant == "dot":
+        kernel, grid = _forward_dot(geom, blk, _dot_precision(spec), activation, has_bias)
+    else:
+        kernel, grid = _forward_fma(geom, blk, activation, has_bias)
+    args = [x.reshape(-1), w.reshape(-1)]
+    if has_bias:
+        args.append(jnp.asarray(bias).astype(jnp.float32).reshape(-1))
+    out = jax.ShapeDtypeStruct((geom.rows * geom.out_features,), spec.out_dtype)
+    y = _pallas(kernel, grid, blk, out, f"conv_{geom.variant}", *args)
+    y = y.reshape((geom.outer,) + geom.out_spatial + (geom.out_features,))
+    return W.from_channels_last(y, spec)
+
+
+def _weight_grad(lhs, rhs, spec: ConvSpec, geom: Geometry):
+    lhs_spec, rhs_spec, out_spec = spec.dimension_numbers
+    n = spec.nspatial
+    x = jnp.transpose(lhs, (lhs_spec[1],) + tuple(lhs_spec[2:]) + (lhs_spec[0],))
+    w = jnp.transpose(rhs, (rhs_spec[1],) + tuple(rhs_spec[2:]) + (rhs_spec[0],))
+    blk = tiling.blocks(geom, spec.lhs_dtype.itemsize)
+    if geom.variant == "dot":
+        kernel, grid = _weight_grad_dot(geom, blk, _dot_precision(spec))
+    else:
+        kernel, grid = _weight_grad_fma(geom, blk)
+    size = geom.out_pixels * geom.in_per_group * geom.out_features
+    dtype = spec.out_dtype if blk.splits == 1 else np.dtype(np.float32)
+    out = jax.ShapeDtypeStruct((blk.splits * size,), dtype)
+    y = _pallas(kernel, grid, blk, out, f"conv_weight_grad_{geom.variant}",
+                x.reshape(-1), w.reshape(-1))
+    if blk.splits > 1:
+        y = jnp.sum(y.reshape(blk.splits, size), axis=0).astype(spec.out_dtype)
+    y = y.reshape(geom.out_spatial + (geom.in_per_group, geom.out_features))
+    perm = [0] * (n + 2)
+    perm[out_spec[0]], perm[out_spec[1]] = n, n + 1
+    for i, d in enumerate(out_spec[2:]):
+        perm[d] = i
+    return jnp.transpose(y, perm)
+
+
+def _conv_kernels(lhs, rhs, spec: ConvSpec, bias=None, activation=None):
+    """The convolution of a zero-boundary ``spec`` on the Pallas kernels (no autodiff
+    rule of its own: see :func:`conv`)."""
+    reason = supports(spec)
+    if reason is not None:
+        raise NotImplementedError(f"{NAME} cannot compute {spec}: {reason}")
+    geom = tiling.geometry(spec)
+    if math.prod(spec.out_shape) == 0 or geom.rows == 0 or geom.in_per_group == 0 or (
+            geom.formulation == "forward" and geom.in_per_group * geom.taps == 0):
+        y = jnp.zeros(spec.out_shape, spec.out_dtype)
+        return apply_epilogue(y, spec, bias, activation).astype(spec.out_dtype)
+    if geom.formulation == "forward":
+        return _forward(lhs, rhs, spec, geom, bias, activation)
+    y = _weight_grad(lhs, rhs, spec, geom)
+    return apply_epilogue(y, spec, bias, activation).astype(spec.out_dtype)
+
+
+# --------------------------------------------------------------------------------------
+# Autodiff and the registered entry point
+# --------------------------------------------------------------------------------------
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_vjp(lhs, rhs, spec: ConvSpec):
+    """The kernels with a custom_vjp whose gradients run the kernels on the transposed
+    specs (:func:`jaxconv._src.autodiff.lhs_grad` / ``rhs_grad``), to any order.
+
+    Same rule as :func:`jaxconv._src.autodiff.with_transposed_vjp`, except that the
+    forward rule calls ``conv_vjp`` itself rather than the bare kernels: under an outer
+    differentiation (gradient of gradient) the forward rule is differentiated too, and
+    the bare ``pallas_call`` has no derivative rule."""
+    return _conv_kernels(lhs, rhs, spec)
+
+
+def _conv_vjp_fwd(lhs, rhs, spec):
+    return conv_vjp(lhs, rhs, spec), (lhs, rhs)
+
+
+def _conv_vjp_bwd(spec, res, g):
+    lhs, rhs = res
+    return (autodiff.lhs_grad(g, rhs, spec, conv_vjp),
+            autodiff.rhs_grad(g, lhs, spec, conv_vjp))
+
+
+conv_vjp.defvjp(_conv_vjp_fwd, _conv_vjp_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _fused(lhs, rhs, bias, spec: ConvSpec, activation: Callable | None):
+    return _conv_kernels(lhs, rhs, spec, bias, activation)
+
+
+def _fused_fwd(lhs, rhs, bias, spec, activation):
+    return _fused(lhs, rhs, bias, spec, activation), (lhs, rhs, bias)
+
+
+def _fused_bwd(spec, activation, res, g):
+    lhs, rhs, bias = res
+    if activation is not None:  # recompute the pre-activation on the kernels
+        z = conv_vjp(lhs, rhs, spec)
+        if bias is not None:
+            z = apply_epilogue(z, spec, bias).astype(spec.out_dtype)
+        _, act_vjp = jax.vjp(activation, z)
+        (g,) = act_vjp(g.astype(z.dtype))
+    g = g.astype(spec.out_dtype)
+    dlhs = autodiff.lhs_grad(g, rhs, spec, conv_vjp)
+    drhs = autodiff.rhs_grad(g, lhs, spec, conv_vjp)
+    dbias = None
+    if bias is not None:
+        out_spec = spec.dimension_numbers.out_spec
+        axes = tuple(d for d in range(g.ndim) if d != out_spec[1])
+        dbias = jnp.sum(g.astype(jnp.float32), axis=axes).astype(bias.dtype)
+    return dlhs, drhs, dbias
+
+
+_fused.defvjp(_fused_fwd, _fused_bwd)
+
+
+def conv(lhs, rhs, spec: ConvSpec, *, bias=None, activation: Callable | None = None):
+    """Convolution of a zero-boundary ``spec`` on the Pallas Triton kernels.
+
+    Args:
+      lhs, rhs: operands in the layouts of ``spec.dimension_numbers``.
+      bias: optional ``(O,)``, added in the kernel's epilogue.
+      activation: optional elementwise function, applied in the epilogue (its backward
+        recomputes the pre-activation on the kernels).
+
+    Returns:
+      ``spec.out_shape`` in ``spec.out_dtype``. Differentiable (any order): input and
+      kernel gradients run on the same kernels through the transposed specs.
+    """
+    if bias is None and activation is None:
+        return conv_vjp(lhs, rhs, spec)
+    return _fused(lhs, rhs, bias, spec, activation)
+
+
+register(Implementation(NAME, conv, supports, fuses_epilogue=True, platforms=("gpu",)))

@@ -1,0 +1,341 @@
+"""Layout, block sizes and the roofline model of the ``"pallas_tpu"`` kernels.
+
+The kernel's view of a convolution (:class:`Layout`)
+----------------------------------------------------
+The wrapper (``kernel.py``) rewrites every spec into one shape the Mosaic kernel can
+walk with contiguous, static slices only:
+
+* channels last, channels on the 128-wide lane axis (padded to a multiple of 128);
+* input dilation and padding applied once by ``lax.pad`` (interior padding for the
+  transposed convolution, negative pads crop);
+* strides removed by a *phase split* (space-to-depth): an axis of stride ``s`` becomes
+  ``s`` phases of length ``Lph = out + (dilated_window - 1) // s``, so tap ``k`` reads
+  phase ``(k * dilation) % s`` at shift ``(k * dilation) // s``;
+* the last one or two spatial axes are flattened into one row axis. The output is
+  computed on the *wide* grid (every row of the phase image, the columns past the
+  output width are cropped afterwards), so every tap is one row shift ``f`` of the
+  flattened input: ``out[r] += x[r + f] @ w[tap]``. In 3-D the leading (depth) axis
+  stays a grid axis and each depth shift is its own input stream.
+
+Block-size rule (:func:`choose_blocks`)
+---------------------------------------
+* Lanes: output features in blocks ``To`` of 256 (the v6e MXU width) when the padded
+  count divides by 256, else 128; input features in blocks ``Tc`` of 512/256/128, the
+  largest that divides the padded count (a reduction grid axis accumulates over them).
+* Rows: ``R`` = the output rows of a plane rounded up to the sublane tile (8 for 32-bit,
+  16 for bfloat16), capped at :data:`TARGET_ROWS`, and never below the halo (the largest
+  tap shift, rounded to the sublane tile): a grid step reads its row block plus the
+  first ``halo`` rows of the next block, so the halo must fit in one block.
+* VMEM: the estimate :func:`vmem_bytes` (double-buffered input, weight and output
+  blocks, the halo-joined input copy and the float32 accumulator) must stay within
+  :data:`VMEM_BUDGET`; while it does not, ``Tc`` then ``To`` then ``R`` are halved
+  (``R`` not below the halo). If the smallest blocks do not fit, the spec is refused
+  with ``NotImplementedError`` naming the halo. The kernel asks Mosaic for
+  :data:`VMEM_LIMIT` of scoped VMEM (v5e and v6e have 128 MiB of VMEM per core).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from jaxconv._src.spec import ConvSpec
+
+LANES = 128
+#: Output rows per grid step aimed at (before the VMEM check and the halo floor).
+TARGET_ROWS = 512
+#: Bytes of VMEM the blocks of one grid step may use (estimate of :func:`vmem_bytes`).
+VMEM_BUDGET = 24 * 2**20
+#: Scoped VMEM limit requested from Mosaic (``vmem_limit_bytes``).
+VMEM_LIMIT = 32 * 2**20
+#: The kernel unrolls its taps; a window with more taps than this is refused.
+MAX_TAPS = 343
+#: Supported operand dtypes.
+DTYPES = ("float32", "bfloat16")
+
+
+def round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def sublanes(dtype) -> int:
+    """Rows of one (sublane x lane) tile: 8 for 32-bit, 16 for 16-bit types."""
+    return 8 * (4 // np.dtype(dtype).itemsize)
+
+
+def _dilate(size: int, d: int) -> int:
+    return 0 if size == 0 else 1 + d * (size - 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Static geometry of the kernel for one spec (channels-last, phase split, flattened).
+
+    Shapes: the prepared input is ``(N, P, D, Lrows, NT * cin_tp)`` (``P`` phases, ``D``
+    depth planes, 1 unless 3-D); the output is ``(N, DOUT, nblk * R, NT * cout_tp)``.
+    ``taps`` lists per kernel tap ``(phase, depth_shift, row_shift)`` in window order.
+    """
+
+    kind: str  # "matmul" or "depthwise"
+    nspatial: int
+    batch: int  # after folding batch groups into channels
+    strides: tuple[int, ...]
+    lph: tuple[int, ...]  # phase length per spatial axis
+    out: tuple[int, ...]  # output spatial sizes
+    taps: tuple[tuple[int, int, int], ...]
+    groups: int  # feature groups after folding batch groups (1 for dense)
+    in_per_group: int
+    out_per_group: int
+    groups_per_tile: int
+    cin_tp: int  # padded input lanes per group tile (depthwise: all lanes)
+    cout_tp: int  # padded output lanes per group tile (depthwise: all lanes)
+    multiplier: int  # depthwise channel multiplier (1 otherwise)
+    dtype: str
+    out_dtype: str
+
+    @property
+    def phases(self) -> int:
+        return math.prod(self.strides)
+
+    @property
+    def depth(self) -> int:
+        return self.lph[0] if self.nspatial == 3 else 1
+
+    @property
+    def dout(self) -> int:
+        return self.out[0] if self.nspatial == 3 else 1
+
+    @property
+    def depth_shifts(self) -> tuple[int, ...]:
+        return tuple(sorted({e for _, e, _ in self.taps}))
+
+    @property
+    def flat_axes(self) -> tuple[int, ...]:
+        return tuple(range(self.nspatial - min(self.nspatial, 2), self.nspatial))
+
+    @property
+    def rows(self) -> int:
+        """Wide output rows per depth plane."""
+        f = self.flat_axes
+        return self.out[f[0]] * (self.lph[f[1]] if len(f) == 2 else 1)
+
+    @property
+    def halo(self) -> int:
+        return max(f for _, _, f in self.taps)
+
+    @property
+    def tiles(self) -> int:
+        """Group tiles ``NT`` (1 for dense and depthwise)."""
+        return self.groups // self.groups_per_tile if self.kind == "matmul" else 1
+
+
+def layout(spec: ConvSpec) -> Layout:
+    """The kernel geometry of a zero-boundary ``spec``; raises ``NotImplementedError``
+    for what the kernel cannot take."""
+    reason = unsupported(spec)
+    if reason is not None:
+        raise NotImplementedError(f"pallas_tpu: {reason}")
+    n = spec.nspatial
+    G, B = spec.feature_group_count, spec.batch_group_count
+    I, O = spec.rhs_in_features, spec.out_features
+    effk = spec.effective_window
+    strides = spec.window_strides
+    out = spec.out_spatial
+    lph = tuple(o + (k - 1) // s for o, k, s in zip(out, effk, strides))
+    flat = tuple(range(n - min(n, 2), n))
+    taps = []
+    for tap in np.ndindex(*spec.window):
+        offs = [t * d for t, d in zip(tap, spec.rhs_dilation)]
+        phase = 0
+        for o, s in zip(offs, strides):
+            phase = phase * s + o % s
+        shifts = [o // s for o, s in zip(offs, strides)]
+        depth = shifts[0] if n == 3 else 0
+        row = shifts[flat[0]] * (lph[flat[1]] if len(flat) == 2 else 1)
+        row += shifts[flat[1]] if len(flat) == 2 else 0
+        taps.append((phase, depth, row))
+    dtype = np.dtype(spec.lhs_dtype).name
+    out_dtype = np.dtype(spec.out_dtype).name
+    batch = spec.batch // B
+    if spec.is_depthwise:
+        m = O // G
+        return Layout("depthwise", n, batch, strides, lph, out, tuple(taps), G, 1, m, 1,
+                      round_up(G * m, LANES), round_up(G * m, LANES), m, dtype, out_dtype)
+    groups = max(G, B)
+    ig = I if B == 1 else spec.in_features
+    og = O // groups
+    gpt = 1
+    for d in range(1, groups + 1):
+        if groups % d == 0 and d * max(ig, og) <= LANES:
+            gpt = d
+    return Layout("matmul", n, batch, strides, lph, out, tuple(taps), groups, ig, og, gpt,
+                  round_up(gpt * ig, LANES), round_up(gpt * og, LANES), 1, dtype, out_dtype)
+
+
+def unsupported(spec: ConvSpec) -> str | None:
+    """Why the kernel cannot compute ``spec`` (``None`` when it can)."""
+    if not 1 <= spec.nspatial <= 3:
+        return f"spatial rank must be 1, 2 or 3, got {spec.nspatial}"
+    if np.dtype(spec.lhs_dtype).name not in DTYPES:
+        return f"operand dtype must be one of {DTYPES}, got {spec.lhs_dtype}"
+    if np.dtype(spec.out_dtype).name not in DTYPES:
+        return f"output dtype must be one of {DTYPES}, got {spec.out_dtype}"
+    if spec.boundary != "zeros" and spec.needs_boundary_padding:
+        return f"boundary {spec.boundary!r} must be materialised before the kernel"
+    taps = math.prod(spec.window)
+    if taps > MAX_TAPS:
+        return (f"the window has {taps} taps; the kernel unrolls at most {MAX_TAPS} "
+                "(weight gradients use the dedicated weight-gradient kernel)")
+    if math.prod(spec.out_shape) == 0:
+        return "empty output"
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# Block sizes
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Blocks:
+    """Block sizes of one kernel launch: rows ``R``, input lanes ``tc``, output lanes
+    ``to``, halo rows ``hr`` (a multiple of the sublane tile, ``hr <= R``)."""
+
+    rows: int
+    tc: int
+    to: int
+    hr: int
+    vmem: int
+
+    def grid_rows(self, lay: Layout) -> int:
+        return -(-lay.rows // self.rows)
+
+
+def _largest_dividing(n: int, options: tuple[int, ...]) -> int:
+    return next(o for o in options if n % o == 0)
+
+
+def vmem_bytes(lay: Layout, rows: int, tc: int, to: int, hr: int, wgrad: bool = False) -> int:
+    """VMEM estimate of one grid step: double-buffered blocks plus scratch."""
+    isz = np.dtype(lay.dtype).itemsize
+    osz = np.dtype(lay.out_dtype).itemsize
+    e, p, t = len(lay.depth_shifts), lay.phases, len(lay.taps)
+    x_blocks = e * 2 * p * rows * tc * isz
+    joined = e * p * (rows + hr) * tc * isz
+    if lay.kind == "depthwise":
+        w = t * tc * isz
+        if wgrad:
+            return 2 * (x_blocks + rows * tc * osz + w) + joined + t * tc * 4
+        return 2 * (x_blocks + w + rows * tc * osz + tc * 4) + joined + rows * tc * 4
+    w = t * tc * to * isz
+    if wgrad:
+        return 2 * (x_blocks + rows * to * isz + t * tc * to * osz) + joined + t * tc * to * 4
+    return 2 * (x_blocks + w + rows * to * osz + to * 4) + joined + rows * to * 4
+
+
+def choose_blocks(lay: Layout, wgrad: bool = False) -> Blocks:
+    """Apply the block-size rule of the module docstring (``wgrad``: the weight-gradient
+    kernel's estimate, whose accumulator is the ``(taps, tc, to)`` weight block)."""
+    sub = sublanes(lay.dtype)
+    hr = round_up(max(lay.halo, 1), sub)
+    rows = max(hr, round_up(min(lay.rows, TARGET_ROWS), sub))
+    if lay.kind == "depthwise":
+        tc = to = _largest_dividing(lay.cin_tp, (512, 256, 128))
+    else:
+        tc = _largest_dividing(lay.cin_tp, (512, 256, 128))
+        to = _largest_dividing(lay.cout_tp, (256, 128))
+    while True:
+        need = vmem_bytes(lay, rows, tc, to, hr, wgrad)
+        if need <= VMEM_BUDGET:
+            return Blocks(rows, tc, to, hr, need)
+        if tc > LANES:
+            tc //= 2
+            if lay.kind == "depthwise":
+                to = tc
+        elif to > LANES:
+            to //= 2
+        elif rows // 2 >= hr and rows > sub:
+            rows = max(hr, round_up(rows // 2, sub))
+        else:
+            raise NotImplementedError(
+                f"pallas_tpu: the halo of {lay.halo} rows (largest tap shift in the "
+                f"flattened image) needs {need / 2**20:.1f} MiB of VMEM per grid step with "
+                f"the smallest blocks, over the {VMEM_BUDGET / 2**20:.0f} MiB budget"
+            )
+
+
+# --------------------------------------------------------------------------------------
+# Roofline model
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+    """Peak figures of one TPU generation (per chip, one TensorCore)."""
+
+    name: str
+    bf16_flops: float  # MXU peak, FLOP/s
+    hbm_bytes_per_s: float
+    source: str
+
+
+#: Published peak figures. f32 matmuls at HIGHEST precision are modelled as 6 bf16
+#: passes (bf16x6), the split XLA and Mosaic use on the MXU.
+CHIPS: dict[str, Chip] = {
+    "v5e": Chip("v5e", 197e12, 819e9,
+                "https://cloud.google.com/tpu/docs/v5e (197 TFLOP/s bf16, 819 GB/s HBM)"),
+    "v6e": Chip("v6e", 918e12, 1640e9,
+                "https://cloud.google.com/tpu/docs/v6e (918 TFLOP/s bf16, 1640 GB/s HBM)"),
+}
+F32_PASSES = 6
+
+
+def roofline(spec: ConvSpec, chip: Chip) -> dict:
+    """Blocks, HBM traffic, MXU (or VPU) work and roofline time of the forward kernel.
+
+    Traffic follows the grid order ``(N, DOUT, NT, JO, IB, KC)``: an input block is read
+    once per output-lane block (``JO`` times) and, with its halo neighbour, twice per
+    row block; the weight block stays resident across row blocks when ``KC == 1``.
+    ``wrapper_bytes`` is the XLA-side layout work (pad, phase split, crop): one read and
+    one write of the input and of the wide output.
+    """
+    lay = layout(spec)
+    blk = choose_blocks(lay)
+    isz = np.dtype(lay.dtype).itemsize
+    osz = np.dtype(lay.out_dtype).itemsize
+    ib = blk.grid_rows(lay)
+    e, p, t = len(lay.depth_shifts), lay.phases, len(lay.taps)
+    steps_rows = lay.batch * lay.dout * ib
+    nt = lay.tiles
+    kc = lay.cin_tp // blk.tc
+    jo = lay.cout_tp // blk.to if lay.kind == "matmul" else 1
+    x_bytes = steps_rows * nt * jo * kc * e * 2 * p * blk.rows * blk.tc * isz
+    if lay.kind == "matmul":
+        w_reads = lay.batch * lay.dout * nt * jo * kc * (ib if kc > 1 else 1)
+        w_bytes = w_reads * t * blk.tc * blk.to * isz
+        out_bytes = steps_rows * blk.rows * nt * lay.cout_tp * osz
+        mxu = 2 * steps_rows * blk.rows * t * nt * lay.cin_tp * lay.cout_tp
+        passes = F32_PASSES if lay.dtype == "float32" else 1
+        compute_s = mxu * passes / chip.bf16_flops
+        vpu = 0
+    else:
+        w_bytes = lay.batch * lay.dout * t * lay.cin_tp * isz
+        out_bytes = steps_rows * blk.rows * lay.cout_tp * osz
+        mxu = 0
+        vpu = 2 * steps_rows * blk.rows * t * lay.cin_tp
+        compute_s = 0.0
+    kernel_bytes = x_bytes + w_bytes + out_bytes
+    prepared = lay.batch * p * lay.depth * (ib + 1) * blk.rows * nt * lay.cin_tp * isz
+    wrapper_bytes = (math.prod(spec.lhs_shape) * isz + prepared + out_bytes
+                     + math.prod(spec.out_shape) * osz)
+    hbm_s = (kernel_bytes + wrapper_bytes) / chip.hbm_bytes_per_s
+    return {
+        "kind": lay.kind, "rows": blk.rows, "tc": blk.tc, "to": blk.to, "halo": lay.halo,
+        "grid_rows": ib, "tiles": nt, "vmem_mib": blk.vmem / 2**20,
+        "useful_flops": spec.cost()["flops"], "mxu_flops": mxu, "vpu_ops": vpu,
+        "kernel_bytes": kernel_bytes, "wrapper_bytes": wrapper_bytes,
+        "compute_s": compute_s, "hbm_s": hbm_s, "time_s": max(compute_s, hbm_s),
+        "bound": "compute" if compute_s > hbm_s else "HBM",
+    }
