@@ -44,6 +44,9 @@ CASES = {
                                   feature_group_count=4)),
     "transposed": ((2, 4, 5, 16), (3, 3, 16, 16),
                    dict(lhs_dilation=(2, 2), padding=((2, 2), (1, 2)))),
+    "transposed_dilated": ((1, 4, 3, 16), (3, 2, 16, 16),
+                           dict(lhs_dilation=(3, 2), rhs_dilation=(2, 3),
+                                padding=((-1, 2), (2, 0)))),
     "nchw": ((2, 16, 5, 6), (24, 16, 3, 3), dict(padding="SAME", dimension_numbers=NCHW)),
     "large_window": ((2, 6, 6, 16), (5, 5, 16, 16), dict(padding="VALID")),
     "batch_groups": ((4, 5, 6, 16), (3, 3, 16, 32), dict(padding="SAME", batch_group_count=2)),
@@ -276,6 +279,27 @@ def test_variant_choice():
     assert (wg.formulation, wg.variant) == ("weight_grad", "dot")
     dw = tiling.geometry(autodiff.transpose_rhs_spec(_spec(*CASES["depthwise"])))
     assert (dw.formulation, dw.variant, dw.groups) == ("weight_grad", "fma", 8)
+
+
+@pytest.mark.parametrize("case", ["transposed", "transposed_dilated"])
+def test_sub_pixel_phases_visit_exactly_the_real_taps(case):
+    """Each phase of an input-dilated spec visits every tap that reads a real input
+    sample, once, and (within the per-axis bound) no other: no masked-off work."""
+    spec = _spec(*CASES[case])
+    geom = tiling.geometry(spec)
+    assert geom.phase == spec.lhs_dilation
+    for phase_index in range(geom.phase_count):
+        ph = [int(v) for v in tiling.unravel(np.int32(phase_index), geom.phase)]
+        visited = []
+        for step in range(geom.phase_taps):
+            coords, _, ok = tiling.phase_tap(geom, [np.int32(v) for v in ph], np.int32(step))
+            if bool(ok):
+                visited.append(tuple(int(c) for c in coords))
+        real = [t for t in np.ndindex(*geom.window)
+                if all((p + ti * rd - lo) % L == 0 for p, ti, rd, lo, L in
+                       zip(ph, t, geom.rhs_dilation, geom.pad_lo, geom.phase))]
+        assert sorted(visited) == sorted(real)
+        assert len(visited) == len(set(visited))
 
 
 # --------------------------------------------------------------------------------------

@@ -87,6 +87,9 @@ class Geometry:
     in_per_group: int  # I (forward) or Nb' (weight_grad)
     out_features: int  # O
     out_per_group: int  # O' (forward) or O'' (weight_grad)
+    #: Sub-pixel phases per axis (forward with input dilation; 1 elsewhere): see
+    #: :func:`phases`.
+    phase: tuple[int, ...] = ()
 
     @property
     def taps(self) -> int:
@@ -99,6 +102,28 @@ class Geometry:
     @property
     def in_pixels(self) -> int:
         return math.prod(self.in_spatial)
+
+    @property
+    def phase_count(self) -> int:
+        return math.prod(self.phase)
+
+    @property
+    def phase_out(self) -> tuple[int, ...]:
+        """Output extent of one phase per axis (the largest phase's)."""
+        return tuple(cdiv(p, ph) for p, ph in zip(self.out_spatial, self.phase))
+
+    @property
+    def phase_window(self) -> tuple[int, ...]:
+        """Taps one phase visits per axis (an upper bound: the rest are masked)."""
+        return tuple(cdiv(k, ph) for k, ph in zip(self.window, self.phase))
+
+    @property
+    def phase_rows(self) -> int:
+        return self.outer * math.prod(self.phase_out)
+
+    @property
+    def phase_taps(self) -> int:
+        return math.prod(self.phase_window)
 
     @property
     def rows(self) -> int:
@@ -116,6 +141,21 @@ def formulation(spec: ConvSpec) -> str:
     return "weight_grad" if math.prod(spec.window) > math.prod(spec.out_spatial) else "forward"
 
 
+def phases(spec: ConvSpec) -> tuple[int, ...]:
+    """Sub-pixel decomposition of input dilation (transposed convolution).
+
+    With window stride 1 and input dilation ``L`` on an axis, output pixels
+    ``p = ph + L * j`` of one phase ``ph`` read real input samples only at the taps
+    ``t = t0(ph) + L * i`` (with ``t0 = (pad_lo - ph) / rhs_dilation mod L``), so each
+    program owns pixels of a single phase and visits only those taps instead of masking
+    ``(L - 1) / L`` of its loads and multiply-adds. Axes where this does not hold (a
+    stride, or a kernel dilation sharing a factor with ``L``) keep phase 1 and masks.
+    """
+    return tuple(
+        ld if ld > 1 and st == 1 and math.gcd(rd, ld) == 1 else 1
+        for ld, st, rd in zip(spec.lhs_dilation, spec.window_strides, spec.rhs_dilation))
+
+
 def geometry(spec: ConvSpec) -> Geometry:
     """The kernel geometry of a zero-boundary ``spec``."""
     form = formulation(spec)
@@ -130,13 +170,15 @@ def geometry(spec: ConvSpec) -> Geometry:
         Og = spec.out_features // G
         variant = "dot" if min(I, Og) >= DOT_MIN_CHANNELS else "fma"
         return Geometry(form, variant, outer=spec.batch, channels=spec.in_features,
-                        groups=G, in_per_group=I, out_per_group=Og, **common)
+                        groups=G, in_per_group=I, out_per_group=Og, phase=phases(spec),
+                        **common)
     B = spec.batch_group_count
     Nb = spec.batch
     Og = spec.out_features // B
     variant = "dot" if min(Nb // B, Og) >= DOT_MIN_CHANNELS else "fma"
     return Geometry(form, variant, outer=spec.in_features, channels=Nb, groups=B,
-                    in_per_group=Nb // B, out_per_group=Og, **common)
+                    in_per_group=Nb // B, out_per_group=Og, phase=(1,) * spec.nspatial,
+                    **common)
 
 
 # --------------------------------------------------------------------------------------
@@ -171,12 +213,12 @@ def blocks(geom: Geometry, itemsize: int) -> Blocks:
     if geom.formulation == "forward":
         if geom.variant == "dot":
             bn = clamp_pow2(geom.out_per_group, MIN_DOT, 128)
-            bm = clamp_pow2(geom.rows, MIN_DOT, 128)
+            bm = clamp_pow2(geom.phase_rows, MIN_DOT, 128)
             bk = clamp_pow2(geom.in_per_group, MIN_DOT, kmax)
             warps = 8 if bm * bn >= 128 * 128 else 4
             return Blocks(m=bm, n=bn, k=bk, num_warps=warps, num_stages=3)
         bn = clamp_pow2(geom.out_features, 8, 64)
-        bm = clamp_pow2(geom.rows, 8, 64)
+        bm = clamp_pow2(geom.phase_rows, 8, 64)
         return Blocks(m=bm, n=bn, num_warps=4, num_stages=2)
     # weight_grad: parallelism comes from output pixels x channel tiles x splits.
     if geom.variant == "dot":
@@ -263,3 +305,42 @@ def input_pixel(geom: Geometry, out_coords, tap_coords):
 def safe(offsets, mask):
     """Offsets with masked-off entries replaced by 0 (always a valid address)."""
     return jnp.where(mask, offsets, 0)
+
+
+def output_rows(geom: Geometry, phase_index, j):
+    """Forward output rows ``j`` (an array) of phase ``phase_index`` (a scalar).
+
+    Returns ``(n, p, m, ok, ph)``: batch index and per-axis output coordinates (clamped
+    into range), the flat output row ``m`` over ``(N, *P)``, whether the row exists,
+    and the phase's per-axis residues."""
+    ph = unravel(phase_index, geom.phase)
+    ok = j < geom.phase_rows
+    n, *jc = unravel(jnp.minimum(j, geom.phase_rows - 1), (geom.outer,) + geom.phase_out)
+    p = []
+    for ax, L in enumerate(geom.phase):
+        if L == 1:
+            p.append(jc[ax])
+            continue
+        pa = ph[ax] + L * jc[ax]
+        ok = ok & (pa < geom.out_spatial[ax])
+        p.append(jnp.minimum(pa, geom.out_spatial[ax] - 1))
+    return n, p, ravel([n] + p, (geom.outer,) + geom.out_spatial), ok, ph
+
+
+def phase_tap(geom: Geometry, ph, step):
+    """Tap visited at ``step`` (a scalar in ``range(phase_taps)``) by phase ``ph``.
+
+    Returns ``(coords, flat, ok)``: per-axis tap coordinates (clamped), the flat tap
+    index over the window, and whether the tap exists (scalar; True when static)."""
+    jt = unravel(step, geom.phase_window)
+    coords, ok = [], True
+    for ax, L in enumerate(geom.phase):
+        if L == 1:
+            coords.append(jt[ax])
+            continue
+        inv = pow(geom.rhs_dilation[ax], -1, L)
+        t0 = rem((geom.pad_lo[ax] % L + L - ph[ax]) * inv, L)
+        ta = t0 + L * jt[ax]
+        ok = ok & (ta < geom.window[ax])
+        coords.append(jnp.minimum(ta, geom.window[ax] - 1))
+    return coords, ravel(coords, geom.window), ok

@@ -47,7 +47,7 @@ from jaxconv._src.dispatch import Implementation, apply_epilogue, register
 from jaxconv._src.impl import window as W
 from jaxconv._src.pallas import tiling
 from jaxconv._src.pallas.tiling import (
-    Blocks, Geometry, cdiv, div, input_pixel, rem, safe, unravel)
+    Blocks, Geometry, cdiv, div, input_pixel, output_rows, phase_tap, rem, safe, unravel)
 from jaxconv._src.spec import ConvSpec
 
 NAME = "pallas_triton"
@@ -105,94 +105,113 @@ def _dot_precision(spec: ConvSpec):
 # --------------------------------------------------------------------------------------
 
 
-def _load(ref, offsets, mask=None):
-    if mask is None:
-        return plgpu.load(ref.at[offsets])
-    return plgpu.load(ref.at[safe(offsets, mask)], mask=mask, other=0.0)
+class _Memory:
+    """Masked gathers and scatters at computed flat offsets.
+
+    Compiled (``interpret=False``), masked-off lanes never touch memory, so offsets stay
+    as computed: Triton's pointer analysis then sees contiguous runs along the channel
+    axis and vectorises the loads. Interpreted, loads gather with every offset (clamped
+    to the array) and stores scatter, so masked-off lanes get a safe load address and
+    the one-past-the-end store address, which the scatter drops (rather than writing a
+    stale value over a lane another program owns).
+    """
+
+    def __init__(self, interpret: bool):
+        self.interpret = interpret
+
+    def load(self, ref, offsets, mask=None):
+        if mask is None:
+            return plgpu.load(ref.at[offsets])
+        if self.interpret:
+            offsets = safe(offsets, mask)
+        return plgpu.load(ref.at[offsets], mask=mask, other=0.0)
+
+    def store(self, ref, offsets, value, mask):
+        if self.interpret:
+            offsets = jnp.where(mask, offsets, math.prod(ref.shape))
+        plgpu.store(ref.at[offsets], value, mask=mask)
 
 
-def _store(ref, offsets, value, mask):
-    # Masked-off lanes get the one-past-the-end address: never touched on the GPU, and
-    # dropped (not written with a stale value) by interpret mode's scatter.
-    plgpu.store(ref.at[jnp.where(mask, offsets, math.prod(ref.shape))], value, mask=mask)
-
-
-def _epilogue(acc, cols, cols_ok, b_ref, activation, dtype):
+def _epilogue(mem: _Memory, acc, cols, cols_ok, b_ref, activation, dtype):
     if b_ref is not None:
-        acc = acc + _load(b_ref, cols, cols_ok)[None, :]
+        acc = acc + mem.load(b_ref, cols, cols_ok)[None, :]
     if activation is not None:
         acc = activation(acc)
     return acc.astype(dtype)
 
 
-def _forward_dot(geom: Geometry, blk: Blocks, precision, activation, has_bias):
+def _forward_dot(geom: Geometry, blk: Blocks, precision, activation, has_bias, mem: _Memory):
     """y (N*P, O) tile (blk.m x blk.n of one group) = sum over taps, input-channel
     blocks of x[rows(t), g*I + c] @ w[t, c, g*O' + o]."""
-    M, T, I, C = geom.rows, geom.taps, geom.in_per_group, geom.channels
+    I, C = geom.in_per_group, geom.channels
     O, Og = geom.out_features, geom.out_per_group
-    nbn, nkb = cdiv(Og, blk.n), cdiv(I, blk.k)
+    nbn, nkb, nmb = cdiv(Og, blk.n), cdiv(I, blk.k), cdiv(geom.phase_rows, blk.m)
 
     def kernel(x_ref, w_ref, *refs):
         b_ref, y_ref = refs if has_bias else (None, refs[0])
         g, ob = div(pl.program_id(1), nbn), rem(pl.program_id(1), nbn)
-        m = pl.program_id(0) * blk.m + jnp.arange(blk.m)
-        m_ok = m < M
-        n, *p = unravel(jnp.minimum(m, M - 1), (geom.outer,) + geom.out_spatial)
+        j = rem(pl.program_id(0), nmb) * blk.m + jnp.arange(blk.m)
+        n, p, m, m_ok, ph = output_rows(geom, div(pl.program_id(0), nmb), j)
         o_loc = ob * blk.n + jnp.arange(blk.n)
         o_ok = o_loc < Og
         o = g * Og + o_loc
 
         def body(it, acc):
-            t, kb = div(it, nkb), rem(it, nkb)
-            pix, valid = input_pixel(geom, p, unravel(t, geom.window))
+            step, kb = div(it, nkb), rem(it, nkb)
+            tap, t, tap_ok = phase_tap(geom, ph, step)
+            pix, valid = input_pixel(geom, p, tap)
+            valid = valid & tap_ok
             c = kb * blk.k + jnp.arange(blk.k)
             c_ok = c < I
             xm = (valid & m_ok)[:, None] & c_ok[None, :]
-            x = _load(x_ref, (n * geom.in_pixels + pix)[:, None] * C + (g * I + c)[None, :],
+            x = mem.load(x_ref, (n * geom.in_pixels + pix)[:, None] * C + (g * I + c)[None, :],
                       xm)
             wm = c_ok[:, None] & o_ok[None, :]
-            w = _load(w_ref, (t * I + c)[:, None] * O + o[None, :], wm)
+            w = mem.load(w_ref, (t * I + c)[:, None] * O + o[None, :], wm)
             return acc + jnp.dot(x, w, precision=precision,
                                  preferred_element_type=jnp.float32)
 
-        acc = lax.fori_loop(0, T * nkb, body, jnp.zeros((blk.m, blk.n), jnp.float32))
-        y = _epilogue(acc, o, o_ok, b_ref, activation, y_ref.dtype)
-        _store(y_ref, m[:, None] * O + o[None, :], y, m_ok[:, None] & o_ok[None, :])
+        acc = lax.fori_loop(0, geom.phase_taps * nkb, body,
+                            jnp.zeros((blk.m, blk.n), jnp.float32))
+        y = _epilogue(mem, acc, o, o_ok, b_ref, activation, y_ref.dtype)
+        mem.store(y_ref, m[:, None] * O + o[None, :], y, m_ok[:, None] & o_ok[None, :])
 
-    grid = (cdiv(M, blk.m), geom.groups * nbn)
+    grid = (geom.phase_count * nmb, geom.groups * nbn)
     return kernel, grid
 
 
-def _forward_fma(geom: Geometry, blk: Blocks, activation, has_bias):
+def _forward_fma(geom: Geometry, blk: Blocks, activation, has_bias, mem: _Memory):
     """Depthwise and small groups: y[m, o] += x[rows(t), g(o)*I + c] * w[t, c, o] with
     per-channel multiply-adds (no one-channel dots)."""
-    M, T, I, C = geom.rows, geom.taps, geom.in_per_group, geom.channels
+    I, C = geom.in_per_group, geom.channels
     O, Og = geom.out_features, geom.out_per_group
+    nmb = cdiv(geom.phase_rows, blk.m)
 
     def kernel(x_ref, w_ref, *refs):
         b_ref, y_ref = refs if has_bias else (None, refs[0])
-        m = pl.program_id(0) * blk.m + jnp.arange(blk.m)
-        m_ok = m < M
-        n, *p = unravel(jnp.minimum(m, M - 1), (geom.outer,) + geom.out_spatial)
+        j = rem(pl.program_id(0), nmb) * blk.m + jnp.arange(blk.m)
+        n, p, m, m_ok, ph = output_rows(geom, div(pl.program_id(0), nmb), j)
         o = pl.program_id(1) * blk.n + jnp.arange(blk.n)
         o_ok = o < O
         oc = jnp.minimum(o, O - 1)
         g = div(oc, Og)
 
         def body(it, acc):
-            t, c = div(it, I), rem(it, I)
-            pix, valid = input_pixel(geom, p, unravel(t, geom.window))
-            xm = (valid & m_ok)[:, None] & o_ok[None, :]
-            x = _load(x_ref, (n * geom.in_pixels + pix)[:, None] * C + (g * I + c)[None, :],
+            step, c = div(it, I), rem(it, I)
+            tap, t, tap_ok = phase_tap(geom, ph, step)
+            pix, valid = input_pixel(geom, p, tap)
+            xm = (valid & tap_ok & m_ok)[:, None] & o_ok[None, :]
+            x = mem.load(x_ref, (n * geom.in_pixels + pix)[:, None] * C + (g * I + c)[None, :],
                       xm)
-            w = _load(w_ref, (t * I + c) * O + oc)
+            w = mem.load(w_ref, (t * I + c) * O + oc)
             return acc + x.astype(jnp.float32) * w.astype(jnp.float32)[None, :]
 
-        acc = lax.fori_loop(0, T * I, body, jnp.zeros((blk.m, blk.n), jnp.float32))
-        y = _epilogue(acc, oc, o_ok, b_ref, activation, y_ref.dtype)
-        _store(y_ref, m[:, None] * O + o[None, :], y, m_ok[:, None] & o_ok[None, :])
+        acc = lax.fori_loop(0, geom.phase_taps * I, body,
+                            jnp.zeros((blk.m, blk.n), jnp.float32))
+        y = _epilogue(mem, acc, oc, o_ok, b_ref, activation, y_ref.dtype)
+        mem.store(y_ref, m[:, None] * O + o[None, :], y, m_ok[:, None] & o_ok[None, :])
 
-    grid = (cdiv(M, blk.m), cdiv(O, blk.n))
+    grid = (geom.phase_count * nmb, cdiv(O, blk.n))
     return kernel, grid
 
 
@@ -215,7 +234,7 @@ def _reduction_rows(geom: Geometry, blk: Blocks, split, it, q_coords):
     return r_ok, rc, f * geom.in_pixels + pix, valid & r_ok
 
 
-def _weight_grad_dot(geom: Geometry, blk: Blocks, precision):
+def _weight_grad_dot(geom: Geometry, blk: Blocks, precision, mem: _Memory):
     """y[q, b, gb*O'' + o] tile (blk.n x blk.o) = sum over row blocks of
     x[rows(q), gb*Nb' + b]^T @ w[rows, gb*O'' + o]; split ``blk.splits`` ways."""
     Q, Bg, Nb, Nbg = geom.out_pixels, geom.groups, geom.channels, geom.in_per_group
@@ -237,21 +256,21 @@ def _weight_grad_dot(geom: Geometry, blk: Blocks, precision):
         def body(it, acc):
             r_ok, rc, row, valid = _reduction_rows(geom, blk, split, it, q_coords)
             xm = valid[:, None] & b_ok[None, :]
-            x = _load(x_ref, row[:, None] * Nb + (gb * Nbg + b)[None, :], xm)
+            x = mem.load(x_ref, row[:, None] * Nb + (gb * Nbg + b)[None, :], xm)
             wm = r_ok[:, None] & o_ok[None, :]
-            w = _load(w_ref, rc[:, None] * O + o[None, :], wm)
+            w = mem.load(w_ref, rc[:, None] * O + o[None, :], wm)
             return acc + lax.dot_general(x, w, (((0,), (0,)), ((), ())), precision=precision,
                                          preferred_element_type=jnp.float32)
 
         acc = lax.fori_loop(0, steps, body, jnp.zeros((blk.n, blk.o), jnp.float32))
-        _store(y_ref, ((split * Q + q) * Nbg + b)[:, None] * O + o[None, :],
+        mem.store(y_ref, ((split * Q + q) * Nbg + b)[:, None] * O + o[None, :],
                acc.astype(y_ref.dtype), b_ok[:, None] & o_ok[None, :])
 
     grid = (Q * Bg, cdiv(Nbg, blk.n) * nbo, blk.splits)
     return kernel, grid
 
 
-def _weight_grad_fma(geom: Geometry, blk: Blocks):
+def _weight_grad_fma(geom: Geometry, blk: Blocks, mem: _Memory):
     """Depthwise / small-group kernel gradient: y[q, b, o] = sum over rows of
     x[rows(q), gb(o)*Nb' + b] * w[rows, o], multiply-adds then one column sum."""
     Q, Nb, Nbg = geom.out_pixels, geom.channels, geom.in_per_group
@@ -269,13 +288,13 @@ def _weight_grad_fma(geom: Geometry, blk: Blocks):
         def body(it, acc):
             r_ok, rc, row, valid = _reduction_rows(geom, blk, split, it, q_coords)
             xm = valid[:, None] & o_ok[None, :]
-            x = _load(x_ref, row[:, None] * Nb + (gb * Nbg + b)[None, :], xm)
+            x = mem.load(x_ref, row[:, None] * Nb + (gb * Nbg + b)[None, :], xm)
             wm = r_ok[:, None] & o_ok[None, :]
-            w = _load(w_ref, rc[:, None] * O + o[None, :], wm)
+            w = mem.load(w_ref, rc[:, None] * O + o[None, :], wm)
             return acc + x.astype(jnp.float32) * w.astype(jnp.float32)
 
         acc = lax.fori_loop(0, steps, body, jnp.zeros((blk.k, blk.o), jnp.float32))
-        _store(y_ref, ((split * Q + q) * Nbg + b) * O + o,
+        mem.store(y_ref, ((split * Q + q) * Nbg + b) * O + o,
                jnp.sum(acc, axis=0).astype(y_ref.dtype), o_ok)
 
     grid = (Q * Nbg, cdiv(O, blk.o), blk.splits)
@@ -287,10 +306,12 @@ def _weight_grad_fma(geom: Geometry, blk: Blocks):
 # --------------------------------------------------------------------------------------
 
 
-def _pallas(kernel, grid, blk: Blocks, out: jax.ShapeDtypeStruct, name: str, *args):
-    """Run ``kernel`` compiled for the GPU, or interpreted where lowered for the CPU."""
+def _pallas(build, blk: Blocks, out: jax.ShapeDtypeStruct, name: str, *args):
+    """Run the kernel ``build(mem) -> (kernel, grid)`` compiled for the GPU, or
+    interpreted where lowered for the CPU (or everywhere under :func:`force_interpret`)."""
 
     def call(interpret: bool, *operands):
+        kernel, grid = build(_Memory(interpret))
         return pl.pallas_call(
             kernel, out_shape=out, grid=grid, interpret=interpret, name=name,
             compiler_params=plgpu.CompilerParams(num_warps=blk.num_warps,
@@ -308,14 +329,15 @@ def _forward(lhs, rhs, spec: ConvSpec, geom: Geometry, bias, activation):
     blk = tiling.blocks(geom, spec.lhs_dtype.itemsize)
     has_bias = bias is not None
     if geom.variant == "dot":
-        kernel, grid = _forward_dot(geom, blk, _dot_precision(spec), activation, has_bias)
+        build = functools.partial(_forward_dot, geom, blk, _dot_precision(spec), activation,
+                                  has_bias)
     else:
-        kernel, grid = _forward_fma(geom, blk, activation, has_bias)
+        build = functools.partial(_forward_fma, geom, blk, activation, has_bias)
     args = [x.reshape(-1), w.reshape(-1)]
     if has_bias:
         args.append(jnp.asarray(bias).astype(jnp.float32).reshape(-1))
     out = jax.ShapeDtypeStruct((geom.rows * geom.out_features,), spec.out_dtype)
-    y = _pallas(kernel, grid, blk, out, f"conv_{geom.variant}", *args)
+    y = _pallas(build, blk, out, f"conv_{geom.variant}", *args)
     y = y.reshape((geom.outer,) + geom.out_spatial + (geom.out_features,))
     return W.from_channels_last(y, spec)
 
@@ -327,13 +349,13 @@ def _weight_grad(lhs, rhs, spec: ConvSpec, geom: Geometry):
     w = jnp.transpose(rhs, (rhs_spec[1],) + tuple(rhs_spec[2:]) + (rhs_spec[0],))
     blk = tiling.blocks(geom, spec.lhs_dtype.itemsize)
     if geom.variant == "dot":
-        kernel, grid = _weight_grad_dot(geom, blk, _dot_precision(spec))
+        build = functools.partial(_weight_grad_dot, geom, blk, _dot_precision(spec))
     else:
-        kernel, grid = _weight_grad_fma(geom, blk)
+        build = functools.partial(_weight_grad_fma, geom, blk)
     size = geom.out_pixels * geom.in_per_group * geom.out_features
     dtype = spec.out_dtype if blk.splits == 1 else np.dtype(np.float32)
     out = jax.ShapeDtypeStruct((blk.splits * size,), dtype)
-    y = _pallas(kernel, grid, blk, out, f"conv_weight_grad_{geom.variant}",
+    y = _pallas(build, blk, out, f"conv_weight_grad_{geom.variant}",
                 x.reshape(-1), w.reshape(-1))
     if blk.splits > 1:
         y = jnp.sum(y.reshape(blk.splits, size), axis=0).astype(spec.out_dtype)

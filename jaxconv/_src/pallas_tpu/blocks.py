@@ -182,8 +182,6 @@ def unsupported(spec: ConvSpec) -> str | None:
         return f"operand dtype must be one of {DTYPES}, got {spec.lhs_dtype}"
     if np.dtype(spec.out_dtype).name not in DTYPES:
         return f"output dtype must be one of {DTYPES}, got {spec.out_dtype}"
-    if spec.boundary != "zeros" and spec.needs_boundary_padding:
-        return f"boundary {spec.boundary!r} must be materialised before the kernel"
     taps = math.prod(spec.window)
     if taps > MAX_TAPS:
         return (f"the window has {taps} taps; the kernel unrolls at most {MAX_TAPS} "

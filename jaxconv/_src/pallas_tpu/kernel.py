@@ -555,6 +555,10 @@ def conv(lhs, rhs, spec: ConvSpec, *, bias=None, activation=None):
     reason = supports(spec)
     if reason is not None:
         raise NotImplementedError(f"{NAME}: {reason}")
+    if spec.needs_boundary_padding:
+        raise ValueError(
+            f"`spec` must have the zeros boundary (boundary {spec.boundary!r} is "
+            "materialised by jaxconv._src.dispatch.run); got " + str(spec))
     if bias is None and activation is None:
         return _conv(lhs, rhs, spec)
     return _conv_fused(lhs, rhs, bias, spec, activation)

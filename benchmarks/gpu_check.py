@@ -1,0 +1,335 @@
+"""The prepared GPU check for the ``pallas_triton`` kernels: one script, one GPU, <= 8 min.
+
+1. runs the GPU test subset (``pytest -m gpu tests/test_pallas_triton.py``) on the card;
+2. measures the card's bf16 matmul rate (8192^3 ``jnp.dot``);
+3. times forward and forward+backward of ResNet-50 3x3 layers, ResNeXt-50 grouped
+   layers, MobileNetV2 depthwise layers and a U-Net transposed layer, in bfloat16 and
+   float32 (DEFAULT precision: TF32 on both sides), ``pallas_triton`` against ``xla``
+   (lax, cuDNN) in the same run: median time, TFLOP/s, fraction of the matmul rate,
+   ratio against lax, compile time, peak temporary memory;
+4. writes ``gpu_check_<card>.json`` and ``gpu_check_<card>.md`` under
+   ``benchmarks/results/`` and prints the issue's speed targets with PASS/FAIL.
+
+Usage::
+
+    python benchmarks/gpu_check.py                 # on a GPU machine
+    python benchmarks/gpu_check.py --dry-run       # CPU: interpret mode, tiny shapes
+
+``--dry-run`` runs every step on scaled-down layers (the kernels run interpreted on a
+CPU), to check the script itself; its results go to a temporary folder unless ``--out``
+is given. A time budget (``--budget``, default 450 s) stops the timings early (the rows
+left are recorded as skipped) so the whole check fits in 8 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """One convolution layer, NHWC / HWIO. ``transposed``: a stride-``stride``
+    transposed convolution (lhs dilation, no zeros materialised by the kernels)."""
+
+    family: str
+    name: str
+    batch: int
+    size: int  # input height = width
+    cin: int
+    cout: int
+    k: int
+    stride: int = 1
+    groups: int = 1
+    transposed: bool = False
+
+    def tiny(self) -> Layer:
+        """A scaled-down copy for ``--dry-run`` (same class: groups, stride, ...)."""
+        if self.groups == self.cin:  # depthwise
+            cin = cout = groups = 8
+        elif self.groups > 1:
+            groups, cin, cout = 2, 2 * (self.cin // self.groups), 2 * (self.cout // self.groups)
+        else:
+            groups, cin, cout = 1, 16, 16
+        return dataclasses.replace(self, batch=1, size=min(self.size, 6), cin=cin, cout=cout,
+                                   groups=groups)
+
+    def conv_kwargs(self) -> dict:
+        if self.transposed:
+            p = self.k - 1
+            return dict(window_strides=(1, 1), padding=((p, p), (p, p)),
+                        lhs_dilation=(self.stride, self.stride))
+        return dict(window_strides=(self.stride, self.stride), padding="SAME",
+                    feature_group_count=self.groups)
+
+
+#: Batch 32, the issue's benchmark setting.
+LAYERS = [
+    Layer("resnet50_3x3", "conv2_56x56x64", 32, 56, 64, 64, 3),
+    Layer("resnet50_3x3", "conv3_28x28x128", 32, 28, 128, 128, 3),
+    Layer("resnet50_3x3", "conv4_14x14x256", 32, 14, 256, 256, 3),
+    Layer("resnet50_3x3", "conv5_7x7x512", 32, 7, 512, 512, 3),
+    Layer("resnext50_grouped", "g32_56x56x128", 32, 56, 128, 128, 3, groups=32),
+    Layer("resnext50_grouped", "g32_28x28x256", 32, 28, 256, 256, 3, groups=32),
+    Layer("resnext50_grouped", "g32_14x14x512", 32, 14, 512, 512, 3, groups=32),
+    Layer("mobilenetv2_depthwise", "dw_112x112x96_s2", 32, 112, 96, 96, 3, 2, groups=96),
+    Layer("mobilenetv2_depthwise", "dw_56x56x144", 32, 56, 144, 144, 3, groups=144),
+    Layer("mobilenetv2_depthwise", "dw_28x28x192", 32, 28, 192, 192, 3, groups=192),
+    Layer("mobilenetv2_depthwise", "dw_14x14x576", 32, 14, 576, 576, 3, groups=576),
+    Layer("unet_transposed", "up_28x28x512_to_256", 32, 28, 512, 256, 2, 2, transposed=True),
+]
+
+IMPLEMENTATIONS = ("pallas_triton", "xla")
+
+
+def _useful_flops(spec) -> float:
+    """2 x multiply-adds that touch real input samples (input-dilation zeros excluded)."""
+    return spec.cost()["flops"] / math.prod(spec.lhs_dilation)
+
+
+def _timeit(fn, args, repeats: int, warmup: int = 2) -> float:
+    import jax
+
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_rate(dry_run: bool, repeats: int) -> float:
+    """Measured bf16 matmul rate of the device, in TFLOP/s."""
+    import jax
+    import jax.numpy as jnp
+
+    n = 256 if dry_run else 8192
+    a = jnp.ones((n, n), jnp.bfloat16) * 0.5
+    f = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32)
+                .astype(jnp.bfloat16))
+    t = _timeit(f, (a, a), repeats)
+    return 2 * n**3 / t / 1e12
+
+
+def run_tests(timeout: int) -> dict:
+    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-n", "0", "-p", "no:cacheprovider",
+           str(ROOT / "tests" / "test_pallas_triton.py")]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        tail = (proc.stdout + proc.stderr)[-4000:]
+        rc = proc.returncode
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        tail, rc = out[-4000:] + f"\n[timed out after {timeout} s]", None
+    summary = [ln for ln in tail.splitlines() if " passed" in ln or " failed" in ln
+               or " skipped" in ln or " error" in ln]
+    return {"command": " ".join(cmd), "returncode": rc, "seconds": time.perf_counter() - t0,
+            "summary": summary[-1] if summary else "", "tail": tail}
+
+
+def bench_layer(layer: Layer, dtype_name: str, impl: str, mode: str, repeats: int) -> dict:
+    """Median time of one layer x dtype x implementation x mode."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxconv
+    from jaxconv._src.spec import ConvSpec, default_dimension_numbers
+
+    dtype = {"bfloat16": jnp.bfloat16, "float32": jnp.float32}[dtype_name]
+    dn = default_dimension_numbers(2)
+    xs = (layer.batch, layer.size, layer.size, layer.cin)
+    ws = (layer.k, layer.k, layer.cin // layer.groups, layer.cout)
+    kw = layer.conv_kwargs()
+    spec = ConvSpec.create(xs, ws, dimension_numbers=dn, lhs_dtype=dtype, **kw)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(xs), dtype)
+    w = jnp.asarray(rng.standard_normal(ws) / math.sqrt(math.prod(ws[:3])), dtype)
+    ct = jnp.asarray(rng.standard_normal(spec.out_shape), dtype)
+
+    def conv(a, b):
+        return jaxconv.conv_general_dilated(a, b, dimension_numbers=dn, implementation=impl,
+                                            **kw)
+
+    if mode == "forward":
+        fn, args, flops = jax.jit(conv), (x, w), _useful_flops(spec)
+    else:
+        def fwd_bwd(a, b, g):
+            y, vjp = jax.vjp(conv, a, b)
+            return (y,) + vjp(g)
+
+        fn, args, flops = jax.jit(fwd_bwd), (x, w, ct), 3 * _useful_flops(spec)
+    t0 = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    peak = None
+    try:
+        mem = compiled.memory_analysis()
+        peak = int(mem.temp_size_in_bytes) if mem is not None else None
+    except (AttributeError, NotImplementedError, RuntimeError):
+        peak = None
+    seconds = _timeit(compiled, args, repeats)
+    return {"family": layer.family, "layer": layer.name, "dtype": dtype_name,
+            "implementation": impl, "mode": mode, "median_s": seconds,
+            "tflops": flops / seconds / 1e12, "compile_s": compile_s,
+            "temp_bytes": peak, "flops": flops, "shape": dataclasses.asdict(layer)}
+
+
+def summarise(rows: list[dict], matmul_tflops: float) -> dict:
+    """Ratios against lax and the issue's speed targets."""
+    by_key = {(r["layer"], r["dtype"], r["mode"], r["implementation"]): r
+              for r in rows if "median_s" in r}
+    for r in rows:
+        if "median_s" not in r:
+            continue
+        r["fraction_of_matmul"] = r["tflops"] / matmul_tflops
+        ref = by_key.get((r["layer"], r["dtype"], r["mode"], "xla"))
+        r["speedup_vs_lax"] = ref["median_s"] / r["median_s"] if ref else None
+
+    def ours(family, mode, dtype="bfloat16"):
+        return [r for r in rows if r.get("family") == family and r.get("mode") == mode
+                and r.get("dtype") == dtype and r.get("implementation") == "pallas_triton"
+                and r.get("speedup_vs_lax")]
+
+    def gmean(xs):
+        return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+    targets = {}
+    for mode in ("forward", "forward+backward"):
+        res = ours("resnet50_3x3", mode)
+        g = gmean([r["speedup_vs_lax"] for r in res])
+        targets[f"resnet50 3x3 {mode}: geomean vs lax >= 0.8"] = (g, g is not None and g >= 0.8)
+        if res:
+            largest = max(res, key=lambda r: r["flops"])
+            f = largest["fraction_of_matmul"]
+            targets[f"resnet50 3x3 {mode}: largest layer >= 50% of bf16 matmul"] = (f, f >= 0.5)
+        for family in ("resnext50_grouped", "mobilenetv2_depthwise"):
+            g = gmean([r["speedup_vs_lax"] for r in ours(family, mode)])
+            targets[f"{family} {mode}: geomean vs lax >= 2"] = (g, g is not None and g >= 2)
+    return {name: {"value": v, "pass": ok} for name, (v, ok) in targets.items()}
+
+
+def table(result: dict) -> str:
+    lines = [f"# GPU check: {result['device']} (jax {result['jax']})", "",
+             f"bf16 matmul rate: {result['matmul_tflops']:.1f} TFLOP/s; "
+             f"GPU tests: {result['tests'].get('summary', 'not run')}", "",
+             "| family | layer | dtype | mode | impl | ms | TFLOP/s | of matmul | vs lax "
+             "| compile s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        if "median_s" not in r:
+            lines.append(f"| {r['family']} | {r['layer']} | {r['dtype']} | {r['mode']} | "
+                         f"{r['implementation']} | {r.get('skipped') or r.get('error')} "
+                         "| | | | |")
+            continue
+        sp = r.get("speedup_vs_lax")
+        lines.append(
+            f"| {r['family']} | {r['layer']} | {r['dtype']} | {r['mode']} | "
+            f"{r['implementation']} | {1e3 * r['median_s']:.3f} | {r['tflops']:.1f} | "
+            f"{100 * r['fraction_of_matmul']:.0f}% | {'' if sp is None else f'{sp:.2f}x'} | "
+            f"{r['compile_s']:.1f} |")
+    lines += ["", "| target | value | pass |", "|---|---|---|"]
+    for name, t in result["targets"].items():
+        v = t["value"]
+        lines.append(f"| {name} | {'n/a' if v is None else f'{v:.3f}'} | "
+                     f"{'PASS' if t['pass'] else 'FAIL'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true",
+                        help="CPU: interpret mode on tiny shapes (checks the script)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results folder (default benchmarks/results; a temporary "
+                             "folder with --dry-run)")
+    parser.add_argument("--budget", type=float, default=450.0,
+                        help="seconds for the whole check; timings stop early past it")
+    parser.add_argument("--test-timeout", type=int, default=150)
+    parser.add_argument("--skip-tests", action="store_true")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--families", nargs="*", default=None,
+                        help="only these layer families")
+    parser.add_argument("--dtypes", nargs="*", default=["bfloat16", "float32"])
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+
+    if args.dry_run:
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    import jax
+
+    sys.path.insert(0, str(ROOT))
+    import jaxconv._src.pallas.triton  # noqa: F401  (registers "pallas_triton")
+
+    device = jax.devices()[0]
+    if not args.dry_run and device.platform != "gpu":
+        print(f"no GPU (default device: {device}); use --dry-run on a CPU", file=sys.stderr)
+        return 2
+    out_dir = args.out or (Path(tempfile.mkdtemp(prefix="gpu_check_")) if args.dry_run
+                           else ROOT / "benchmarks" / "results")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    repeats = args.repeats or (2 if args.dry_run else 20)
+
+    tests = {"summary": "skipped (--skip-tests)"}
+    if not args.skip_tests:
+        tests = run_tests(args.test_timeout)
+        print("GPU tests:", tests["summary"] or tests["tail"][-400:], flush=True)
+    mm = matmul_rate(args.dry_run, repeats)
+    print(f"bf16 matmul: {mm:.1f} TFLOP/s", flush=True)
+
+    layers = [lay.tiny() if args.dry_run else lay for lay in LAYERS
+              if args.families is None or lay.family in args.families]
+    rows = []
+    for dtype in args.dtypes:
+        for layer in layers:
+            for mode in ("forward", "forward+backward"):
+                for impl in IMPLEMENTATIONS:
+                    key = dict(family=layer.family, layer=layer.name, dtype=dtype,
+                               implementation=impl, mode=mode)
+                    if time.perf_counter() - start > args.budget:
+                        rows.append(dict(key, skipped="time budget spent"))
+                        continue
+                    try:
+                        row = bench_layer(layer, dtype, impl, mode, repeats)
+                    except Exception as e:  # recorded, so one failure does not hide others
+                        row = dict(key, error=f"{type(e).__name__}: {str(e)[:300]}")
+                    rows.append(row)
+                    shown = (f"{1e3 * row['median_s']:.3f} ms {row['tflops']:.1f} TFLOP/s"
+                             if "median_s" in row else row.get("error"))
+                    print(f"{layer.name:24s} {dtype:8s} {mode:16s} {impl:14s} {shown}",
+                          flush=True)
+
+    result = {
+        "device": getattr(device, "device_kind", str(device)), "platform": device.platform,
+        "jax": jax.__version__, "dry_run": args.dry_run, "matmul_tflops": mm, "tests": tests,
+        "rows": rows, "seconds": time.perf_counter() - start,
+    }
+    result["targets"] = summarise(rows, mm)
+    tag = "dryrun" if args.dry_run else "".join(
+        c if c.isalnum() else "_" for c in result["device"]).strip("_").lower()
+    (out_dir / f"gpu_check_{tag}.json").write_text(json.dumps(result, indent=1, default=str))
+    md = table(result)
+    (out_dir / f"gpu_check_{tag}.md").write_text(md)
+    print(md)
+    print(f"wrote {out_dir / f'gpu_check_{tag}.json'} and .md in {result['seconds']:.0f} s")
+    failed = [r for r in rows if "error" in r]
+    tests_ok = args.skip_tests or tests.get("returncode") == 0
+    return 0 if not failed and tests_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
