@@ -4,17 +4,45 @@ contracted with that tap's kernel slice and accumulated. No patch matrix.
 Memory: one output-sized accumulator plus one tap slice at a time. This is the
 natural fast path for depthwise and grouped convolution, where each tap is a cheap
 per-group product instead of a wasteful dense contraction.
+
+Two contraction forms, chosen per spec (see ``benchmarks/NOTES.md`` for the numbers):
+
+* few input channels per group (depthwise, ResNeXt-style groups): each tap and each
+  input channel of a group is one broadcast multiply-add over the output, which XLA
+  fuses into a single loop over the output (``I * prod(window)`` fused FMAs per output
+  element, no dot calls, no layout changes);
+* otherwise one ``dot_general`` per tap over the group's input channels.
+
+Derivatives: :func:`conv` is a ``jax.custom_jvp`` whose tangent is the convolution of
+the tangents, wrapped in ``jax.custom_derivatives.linear_call`` so that its transposes
+(the gradients) run the fast paths: the input gradient is this same implementation on
+the transposed spec of :mod:`jaxconv._src.autodiff`, and the kernel gradient is one
+reduction per tap (:func:`kernel_grad`). Plain autodiff of the slices would instead pad
+every tap's cotangent to the input size and reduce through badly laid-out dots (3-20x
+slower, see ``benchmarks/NOTES.md``). Forward mode, ``jacfwd`` and ``hessian`` keep
+working because every linear piece is itself a ``custom_jvp``.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+
+import numpy as np
+import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero, linear_call
 
-from jaxconv._src.spec import ConvSpec
+from jaxconv._src import autodiff
 from jaxconv._src.impl import window as W
+from jaxconv._src.spec import ConvSpec, dtype_kind
 
 NAME = "taps"
+
+#: Largest number of input channels per group for which the broadcast multiply-add
+#: form is used (above it one dot per tap is faster on the CPU; see NOTES.md).
+MAX_BROADCAST_CHANNELS = 8
 
 
 def supports(spec: ConvSpec) -> str | None:
@@ -33,16 +61,146 @@ def tap_slice(xp, start, spec: ConvSpec):
     return lax.slice(xp, starts, limits, strides)
 
 
-def conv(lhs, rhs, spec: ConvSpec):
+def uses_broadcast_form(spec: ConvSpec) -> bool:
+    """True when each tap is computed by broadcast multiply-adds (few channels per
+    group, feature groups only) rather than by a dot."""
+    return (spec.batch_group_count == 1 and spec.feature_group_count > 1
+            and spec.rhs_in_features <= MAX_BROADCAST_CHANNELS)
+
+
+def forward(lhs, rhs, spec: ConvSpec):
+    """The convolution itself (not differentiated by hand): ``lhs`` and ``rhs`` in the
+    spec's layouts, output in the spec's output layout."""
     x, w = W.to_channels_last(lhs, rhs, spec)
     xp = W.dilate_and_pad(x, spec)
     acc_dtype = W.accumulation_dtype(spec)
     w = W.split_groups_rhs(w, spec)  # (*win, I, G, B, O')
+    G, B, I, Og = W.group_sizes(spec)
+    broadcast = uses_broadcast_form(spec)
     acc = None
     for tap, start in W.tap_starts(spec):
         xs = W.split_groups_lhs(tap_slice(xp, start, spec), spec)  # (B, N', *out, G, I)
-        part = jnp.einsum("bn...gi,igbo->n...gbo", xs, w[tap],
-                          precision=spec.precision, preferred_element_type=acc_dtype)
-        acc = part if acc is None else acc + part
+        if broadcast:
+            xs = xs[0].astype(acc_dtype)[..., None]  # (N', *out, G, I, 1)
+            wt = w[tap][:, :, 0, :].astype(acc_dtype)  # (I, G, O')
+            for i in range(I):
+                part = xs[..., i, :] * wt[i]  # (N', *out, G, O')
+                acc = part if acc is None else acc + part
+        else:
+            part = jnp.einsum("bn...gi,igbo->n...gbo", xs, w[tap],
+                              precision=spec.precision, preferred_element_type=acc_dtype)
+            acc = part if acc is None else acc + part
+    if broadcast:
+        acc = acc.reshape(acc.shape[:-2] + (G, 1, Og))
     y = W.merge_groups_out(acc).astype(spec.out_dtype)
     return W.from_channels_last(y, spec)
+
+
+def _to_channels_last_out(y, spec: ConvSpec):
+    """A tensor in the spec's output layout as ``(N', *out, O)``."""
+    out_spec = spec.dimension_numbers.out_spec
+    return jnp.transpose(y, (out_spec[0],) + tuple(out_spec[2:]) + (out_spec[1],))
+
+
+def _from_channels_last_rhs(w_cl, spec: ConvSpec):
+    """A ``(*win, I, O)`` kernel back in the spec's kernel layout."""
+    rhs_spec = spec.dimension_numbers.rhs_spec
+    n = spec.nspatial
+    src = tuple(rhs_spec[2:]) + (rhs_spec[1], rhs_spec[0])  # where each cl axis goes
+    perm = [0] * (n + 2)
+    for cl_axis, dim in enumerate(src):
+        perm[dim] = cl_axis
+    return jnp.transpose(w_cl, perm)
+
+
+def kernel_grad(lhs, g, spec: ConvSpec):
+    """Gradient w.r.t. the kernel of :func:`forward`: for each tap, the input slice that
+    tap reads contracted with the output cotangent ``g`` over batch and output positions.
+
+    ``lhs`` in the spec's input layout, ``g`` in its output layout; returns the kernel
+    gradient in the spec's kernel layout and dtype.
+    """
+    lhs_spec = spec.dimension_numbers.lhs_spec
+    x = jnp.transpose(lhs, (lhs_spec[0],) + tuple(lhs_spec[2:]) + (lhs_spec[1],))
+    xp = W.dilate_and_pad(x.astype(g.dtype), spec)
+    G, B, I, Og = W.group_sizes(spec)
+    gc = _to_channels_last_out(g, spec)  # (N', *out, O)
+    n = spec.nspatial
+    gg = gc.reshape(gc.shape[:-1] + (G, B, Og))  # (N', *out, G, B, O')
+    rows = math.prod(gc.shape[: 1 + n])
+    acc_dtype = W.accumulation_dtype(spec.replace(lhs_dtype=np.dtype(g.dtype),
+                                                  preferred_element_type=None))
+    parts = []
+    for _tap, start in W.tap_starts(spec):
+        xs = W.split_groups_lhs(tap_slice(xp, start, spec), spec)  # (B, N', *out, G, I)
+        if B == 1 and I * Og <= MAX_BROADCAST_CHANNELS ** 2 and G > 1:
+            # per-group outer products over the rows, summed over the row-batch axis
+            # last: a batched dot over (out-columns, G) reads both operands once.
+            last = gc.shape[n] if n else 1
+            xr = xs[0].reshape((rows // last, last, G, I))
+            gr = gg[..., 0, :].reshape((rows // last, last, G, Og))
+            d = jnp.einsum("rwgi,rwgo->wgio", xr, gr, precision=spec.precision,
+                           preferred_element_type=acc_dtype).sum(0)  # (G, I, O')
+            parts.append(jnp.transpose(d, (1, 0, 2))[:, :, None, :])  # (I, G, 1, O')
+        else:
+            parts.append(jnp.einsum("bn...gi,n...gbo->igbo", xs, gg, precision=spec.precision,
+                                    preferred_element_type=acc_dtype))
+    dw = jnp.stack(parts).reshape(spec.window + (I, G * B * Og))
+    return _from_channels_last_rhs(dw, spec).astype(spec.rhs_dtype)
+
+
+def _zero_tangent(y):
+    if dtype_kind(y.dtype) in "fc":
+        return jnp.zeros(y.shape, y.dtype)
+    return np.zeros(y.shape, jax.dtypes.float0)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def conv(lhs, rhs, spec: ConvSpec):
+    """The ``"taps"`` convolution of ``lhs`` and ``rhs`` (spec layouts), differentiable
+    to any order in either mode, with gradients on the fast paths."""
+    return forward(lhs, rhs, spec)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _lin_lhs(rhs, t_lhs, spec: ConvSpec):
+    """``conv(t_lhs, rhs)`` as a linear map of ``t_lhs`` with the fast transpose."""
+    return linear_call(lambda r, t: forward(t, r, spec),
+                       lambda r, ct: autodiff.lhs_grad(ct, r, spec, conv), rhs, t_lhs)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _lin_rhs(lhs, t_rhs, spec: ConvSpec):
+    """``conv(lhs, t_rhs)`` as a linear map of ``t_rhs`` with the fast transpose."""
+    return linear_call(lambda x, t: forward(x, t, spec),
+                       lambda x, ct: kernel_grad(x, ct, spec), lhs, t_rhs)
+
+
+def _conv_jvp(spec, primals, tangents):
+    lhs, rhs = primals
+    t_lhs, t_rhs = tangents
+    y = conv(lhs, rhs, spec)
+    out = None
+    if not isinstance(t_lhs, SymbolicZero):
+        out = _lin_lhs(rhs, t_lhs, spec)
+    if not isinstance(t_rhs, SymbolicZero):
+        part = _lin_rhs(lhs, t_rhs, spec)
+        out = part if out is None else out + part
+    return y, (_zero_tangent(y) if out is None else out)
+
+
+def _lin_lhs_jvp(spec, primals, tangents):
+    rhs, t_lhs = primals
+    d_rhs, d_t = tangents
+    return _conv_jvp(spec, (t_lhs, rhs), (d_t, d_rhs))
+
+
+def _lin_rhs_jvp(spec, primals, tangents):
+    lhs, t_rhs = primals
+    d_lhs, d_t = tangents
+    return _conv_jvp(spec, (lhs, t_rhs), (d_lhs, d_t))
+
+
+conv.defjvp(_conv_jvp, symbolic_zeros=True)
+_lin_lhs.defjvp(_lin_lhs_jvp, symbolic_zeros=True)
+_lin_rhs.defjvp(_lin_rhs_jvp, symbolic_zeros=True)
