@@ -85,7 +85,7 @@ def test_conv_drop_in(case, impl):
     check_drop_in(jnn.Conv(**kw, implementation=impl), fnn.Conv(**kw), rand(shape))
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", ["taps"])
 def test_conv_mask_precision_inits(impl):
     x = rand((2, 7, 7, 3))
     mask = jnp.asarray(np.random.default_rng(0).random((3, 3, 3, 5)) > 0.4)
@@ -95,16 +95,16 @@ def test_conv_mask_precision_inits(impl):
     check_drop_in(jnn.Conv(**kw, implementation=impl), fnn.Conv(**kw), x)
 
 
-@pytest.mark.parametrize("dtype,param_dtype", [
-    (jnp.bfloat16, jnp.float32), (None, jnp.bfloat16), (jnp.float16, jnp.float16),
+@pytest.mark.parametrize("dtype,param_dtype,impl", [
+    (jnp.bfloat16, jnp.float32, "taps"), (None, jnp.bfloat16, "im2col"),
+    (jnp.float16, jnp.float16, "xla"),
 ])
-def test_conv_dtypes(dtype, param_dtype):
+def test_conv_dtypes(dtype, param_dtype, impl):
     x = rand((2, 8, 8, 3))
     kw = dict(features=4, kernel_size=(3, 3), dtype=dtype, param_dtype=param_dtype)
     out_dtype = jnp.dtype(dtype or param_dtype)
-    for impl in IMPLS:
-        check_drop_in(jnn.Conv(**kw, implementation=impl), fnn.Conv(**kw), x,
-                      tol=tolerance(out_dtype))
+    check_drop_in(jnn.Conv(**kw, implementation=impl), fnn.Conv(**kw), x,
+                  tol=tolerance(out_dtype))
 
 
 def test_conv_errors():
@@ -118,6 +118,8 @@ def test_conv_errors():
                  conv_general_dilated=jax.lax.conv_general_dilated)
     with pytest.raises(ValueError, match="feature_group_count"):
         jnn.Conv(4, (3, 3), feature_group_count=2).init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="spatial"):
+        jnn.Conv(4, (3, 3)).init(jax.random.key(0), x[0, 0])
 
 
 def test_conv_own_conv_general_dilated_is_used():
@@ -298,7 +300,7 @@ def test_pooling_is_flax_pooling(case, impl):
                      tol=1e-5)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", ["taps", "im2col"])
 def test_global_pooling(impl):
     x = rand((2, 5, 6, 3))
     assert_close(jnn.GlobalAvgPool(implementation=impl).apply({}, x), x.mean((1, 2)))
@@ -347,7 +349,7 @@ def test_pooling_implementation_is_checked():
 # ----------------------------------------------------------------------------- transforms
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", ["taps", "im2col"])
 def test_jit_grad_vmap_of_apply(impl):
     x = rand((4, 7, 7, 3))
     ours = jnn.Conv(5, (3, 3), strides=2, padding="CIRCULAR", implementation=impl)
@@ -367,7 +369,7 @@ def test_jit_grad_vmap_of_apply(impl):
     assert_close(per_example, theirs.apply(v, x))
 
 
-@pytest.mark.parametrize("impl", ["taps", "xla"])
+@pytest.mark.parametrize("impl", ["taps"])
 def test_nn_vmap_over_a_stack_of_models(impl):
     def stack(cls, **kw):
         return fnn.vmap(cls, variable_axes={"params": 0}, split_rngs={"params": True},
@@ -393,7 +395,7 @@ class Block(fnn.Module):
         return jnp.tanh(self.conv(x.shape[-1], (3, 3), **dict(self.kw))(x)), None
 
 
-@pytest.mark.parametrize("impl", ["taps", "im2col"])
+@pytest.mark.parametrize("impl", ["im2col"])
 def test_nn_scan_over_repeated_layers(impl):
     def scanned(conv, kw=()):
         return fnn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True},

@@ -215,7 +215,10 @@ def test_lowers_for_tpu(name, dtype):
         return jax.grad(lambda p, q: jnp.sum(K.conv(p, q, spec).astype(jnp.float32)),
                         argnums=(0, 1))(a, b)
 
-    for fn, kernels in ((forward, 1), (gradients, 2)):
+    def batched(a, b):
+        return jax.vmap(forward, in_axes=(None, 0))(a, jnp.stack([b, 2 * b]))
+
+    for fn, kernels in ((forward, 1), (gradients, 2), (batched, 1)):
         text = jax.jit(fn).trace(x, w).lower(lowering_platforms=("tpu",)).as_text()
         assert text.count("tpu_custom_call") == kernels, name
         assert "callback" not in text  # the compiled kernel, not an interpreter

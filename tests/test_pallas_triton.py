@@ -150,7 +150,7 @@ def conv_specs(draw, dtypes=(np.float32,)):
         assume(False)
 
 
-@settings(max_examples=4)
+@settings(max_examples=8)
 @given(spec=conv_specs())
 def test_random_configurations(spec):
     check_against_reference(spec, seed=1)

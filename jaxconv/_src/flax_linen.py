@@ -162,6 +162,22 @@ def flax_padding(padding: Any, kernel_size: Sequence[int],
     return tuple((int(lo), int(hi)) for lo, hi in pad), "zeros"
 
 
+def check_conv_input(inputs: Array, kernel_size: int | Sequence[int],
+                     feature_group_count: int) -> None:
+    """``inputs`` ``(*batch, *spatial, C)`` fits the window, and the groups divide ``C``."""
+    n = len(as_kernel_size(kernel_size))
+    if inputs.ndim < n + 1:
+        raise ValueError(
+            f"`inputs` must have shape (*batch_dims, *spatial, features) with {n} spatial "
+            f"axes (kernel_size {kernel_size!r}), got shape {inputs.shape}"
+        )
+    if inputs.shape[-1] % feature_group_count:
+        raise ValueError(
+            f"`feature_group_count` (={feature_group_count}) must divide the input "
+            f"features (={inputs.shape[-1]})"
+        )
+
+
 def check_mask(mask: Array | None, kernel_shape: tuple[int, ...], name: str = "mask"):
     if mask is not None and tuple(mask.shape) != tuple(kernel_shape):
         raise ValueError(
@@ -380,6 +396,12 @@ class Conv(nn.Conv):
                 conv_hook(self.implementation, self.conv_general_dilated, "Conv"),
             )
         super().__post_init__()
+
+    def __call__(self, inputs: Array) -> Array:
+        """Flax's ``Conv.__call__``, after checks that turn Flax's bare assertions into
+        errors naming the argument."""
+        check_conv_input(inputs, self.kernel_size, self.feature_group_count)
+        return super().__call__(inputs)
 
 
 class ConvTranspose(nn.ConvTranspose):

@@ -86,6 +86,12 @@ class Conv(nnx.Conv):
         **kwargs: Any,
     ):
         hook = conv_hook(implementation, conv_general_dilated, "Conv")
+        groups = kwargs.get("feature_group_count", 1)
+        if in_features % groups:
+            raise ValueError(
+                f"`feature_group_count` (={groups}) must divide `in_features` "
+                f"(={in_features})"
+            )
         super().__init__(in_features, out_features, kernel_size, strides,
                          conv_general_dilated=hook, **kwargs)
         self.implementation = getattr(hook, "implementation", None)

@@ -216,6 +216,16 @@ def _dot_precision(lay: Layout):
     return lax.Precision.HIGHEST if lay.dtype == "float32" else lax.Precision.DEFAULT
 
 
+def _compiler_params(semantics: tuple[str, ...], interpret: Any) -> pltpu.CompilerParams:
+    """Mosaic parameters. The TPU interpreter gets no dimension semantics: its grid walk
+    does not count the grid axis that ``vmap`` prepends (the Mosaic lowering does) and
+    fails on the length mismatch (jax 0.10.2); without them it walks every axis in
+    order, which is what the "arbitrary" reduction axes need anyway."""
+    if isinstance(interpret, pltpu.InterpretParams):
+        return pltpu.CompilerParams(vmem_limit_bytes=VMEM_LIMIT)
+    return pltpu.CompilerParams(dimension_semantics=semantics, vmem_limit_bytes=VMEM_LIMIT)
+
+
 def _join_halo(x_refs, xs_ref, blk: Blocks, n_depth: int):
     """Copy each depth stream's row block and the next block's first ``hr`` rows into
     the contiguous VMEM scratch ``xs_ref`` of shape ``(E, P, R + hr, tc)``."""
@@ -307,8 +317,7 @@ def _forward_call(lay: Layout, blk: Blocks, activation, interpret: Any):
         grid_spec=pltpu.PrefetchScalarGridSpec(
             num_scalar_prefetch=0, grid=grid, in_specs=in_specs, out_specs=out_spec,
             scratch_shapes=scratch),
-        compiler_params=pltpu.CompilerParams(dimension_semantics=semantics,
-                                             vmem_limit_bytes=VMEM_LIMIT),
+        compiler_params=_compiler_params(semantics, interpret),
         interpret=interpret,
         name=f"jaxconv_{lay.kind}_conv",
     )
@@ -399,8 +408,7 @@ def _wgrad_call(lay: Layout, blk: Blocks, interpret: Any):
         grid_spec=pltpu.PrefetchScalarGridSpec(
             num_scalar_prefetch=0, grid=grid, in_specs=in_specs, out_specs=out_spec,
             scratch_shapes=scratch),
-        compiler_params=pltpu.CompilerParams(dimension_semantics=semantics,
-                                             vmem_limit_bytes=VMEM_LIMIT),
+        compiler_params=_compiler_params(semantics, interpret),
         interpret=interpret,
         name=f"jaxconv_{lay.kind}_conv_wgrad",
     )
