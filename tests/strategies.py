@@ -61,8 +61,18 @@ def conv_specs(draw, ranks=(1, 2, 3), dtype=np.float32, boundary=True, max_size=
     dnums = lax.ConvDimensionNumbers(lhs_spec, rhs_spec, out_spec)
     try:
         spec = ConvSpec.create(
-            lhs_shape, rhs_shape, strides, padding, lhs_dil, rhs_dil, dnums, G, B,
-            lhs_dtype=dtype, boundary=mode, boundary_value=value,
+            lhs_shape,
+            rhs_shape,
+            strides,
+            padding,
+            lhs_dil,
+            rhs_dil,
+            dnums,
+            G,
+            B,
+            lhs_dtype=dtype,
+            boundary=mode,
+            boundary_value=value,
         )
     except ValueError:
         assume(False)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from jax import lax
 
@@ -19,22 +19,33 @@ DN = ("NHWC", "HWIO", "NHWC")
 
 
 def lax_conv(x, w, pads, stride=(1, 1), dil=(1, 1), groups=1):
-    return lax.conv_general_dilated(x, w, stride, pads, rhs_dilation=dil, dimension_numbers=DN,
-                                    feature_group_count=groups, precision="highest")
+    return lax.conv_general_dilated(
+        x,
+        w,
+        stride,
+        pads,
+        rhs_dilation=dil,
+        dimension_numbers=DN,
+        feature_group_count=groups,
+        precision="highest",
+    )
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
-@pytest.mark.parametrize("padding,pads", [
-    ("VALID", [(0, 0), (0, 0)]),
-    ("SAME", [(1, 1), (1, 2)]),
-    ("same", [(1, 1), (1, 2)]),
-    ("SAME_LOWER", [(1, 1), (2, 1)]),
-    ("FULL", [(2, 2), (3, 3)]),
-    ("CAUSAL", [(2, 0), (3, 0)]),
-    (1, [(1, 1), (1, 1)]),
-    ((2, (0, 1)), [(2, 2), (0, 1)]),
-    ([(-1, 2), (1, -1)], [(-1, 2), (1, -1)]),
-])
+@pytest.mark.parametrize(
+    "padding,pads",
+    [
+        ("VALID", [(0, 0), (0, 0)]),
+        ("SAME", [(1, 1), (1, 2)]),
+        ("same", [(1, 1), (1, 2)]),
+        ("SAME_LOWER", [(1, 1), (2, 1)]),
+        ("FULL", [(2, 2), (3, 3)]),
+        ("CAUSAL", [(2, 0), (3, 0)]),
+        (1, [(1, 1), (1, 1)]),
+        ((2, (0, 1)), [(2, 2), (0, 1)]),
+        ([(-1, 2), (1, -1)], [(-1, 2), (1, -1)]),
+    ],
+)
 def test_padding_words_and_forms(impl, padding, pads):
     out = jaxconv.conv(X, W, padding=padding, implementation=impl)
     assert relative_error(out, lax_conv(X, W, pads)) < 2e-5
@@ -50,8 +61,14 @@ def test_same_keeps_size_and_causal_never_looks_ahead():
     assert not np.allclose(y[:, 6:], y_cut[:, 6:])
 
 
-MODE_TO_NUMPY = {"circular": "wrap", "wrap": "wrap", "reflect": "reflect",
-                 "symmetric": "symmetric", "replicate": "edge", "edge": "edge"}
+MODE_TO_NUMPY = {
+    "circular": "wrap",
+    "wrap": "wrap",
+    "reflect": "reflect",
+    "symmetric": "symmetric",
+    "replicate": "edge",
+    "edge": "edge",
+}
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
@@ -61,7 +78,8 @@ def test_boundary_modes_against_numpy_pad(impl, mode, padding):
     x = np.asarray(rng.standard_normal((2, 6, 7, 3)), np.float32)
     w = np.asarray(rng.standard_normal((3, 3, 3, 4)), np.float32)
     pads = {"SAME": [(1, 1), (1, 1)], 2: [(2, 2), (2, 2)]}.get(
-        padding if not isinstance(padding, list) else None, padding)
+        padding if not isinstance(padding, list) else None, padding
+    )
     widths = [(0, 0)] + [(max(lo, 0), max(hi, 0)) for lo, hi in pads] + [(0, 0)]
     if mode in MODE_TO_NUMPY:
         xp = np.pad(x, widths, mode=MODE_TO_NUMPY[mode])
@@ -69,8 +87,9 @@ def test_boundary_modes_against_numpy_pad(impl, mode, padding):
         xp = np.pad(x, widths, constant_values=1.5 if mode == "constant" else 0.0)
     crops = [(min(lo, 0), min(hi, 0)) for lo, hi in pads]
     ref = lax_conv(jnp.asarray(xp), jnp.asarray(w), crops)
-    out = jaxconv.conv(x, w, padding=padding, padding_mode=mode, padding_value=1.5,
-                       implementation=impl)
+    out = jaxconv.conv(
+        x, w, padding=padding, padding_mode=mode, padding_value=1.5, implementation=impl
+    )
     assert relative_error(out, ref) < 2e-5
 
 
@@ -81,12 +100,24 @@ def test_circular_wraps_across_the_ends():
     np.testing.assert_array_equal(np.asarray(y).ravel(), [7, 0, 1, 2, 3, 4, 5, 6])
 
 
-@pytest.mark.parametrize("args", [
-    ((8, 3, 32, 32), (16, 3, 3, 3), 2, "SAME", None, None, None, 1),
-    ((8, 3, 31, 17), (16, 3, 5, 2), (2, 3), "VALID", None, (2, 1), None, 1),
-    ((4, 4, 10), (6, 2, 3), 1, [(1, 2)], (2,), None, None, 2),
-    ((2, 10, 11, 4), (3, 3, 4, 8), 1, [(1, 1), (0, 2)], (1, 2), (2, 1), ("NHWC", "HWIO", "NCHW"), 1),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ((8, 3, 32, 32), (16, 3, 3, 3), 2, "SAME", None, None, None, 1),
+        ((8, 3, 31, 17), (16, 3, 5, 2), (2, 3), "VALID", None, (2, 1), None, 1),
+        ((4, 4, 10), (6, 2, 3), 1, [(1, 2)], (2,), None, None, 2),
+        (
+            (2, 10, 11, 4),
+            (3, 3, 4, 8),
+            1,
+            [(1, 1), (0, 2)],
+            (1, 2),
+            (2, 1),
+            ("NHWC", "HWIO", "NCHW"),
+            1,
+        ),
+    ],
+)
 def test_output_shape_matches_lax(args):
     lhs, rhs, s, pad, ld, rd, dn, g = args
     n = len(lhs) - 2
@@ -96,22 +127,23 @@ def test_output_shape_matches_lax(args):
 
 
 def test_cost_figures():
-    spec = jaxconv.ConvSpec.create((8, 56, 56, 64), (3, 3, 64, 64), 1, "SAME",
-                                   dimension_numbers=DN)
+    spec = jaxconv.ConvSpec.create((8, 56, 56, 64), (3, 3, 64, 64), 1, "SAME", dimension_numbers=DN)
     cost = jaxconv.conv_cost(spec)
     assert cost["macs"] == 8 * 56 * 56 * 64 * 64 * 9
     assert cost["flops"] == 2 * cost["macs"]
     assert cost["bytes_read"] == (8 * 56 * 56 * 64 + 9 * 64 * 64) * 4
     assert cost["bytes_written"] == 8 * 56 * 56 * 64 * 4
-    dw = jaxconv.ConvSpec.create((8, 56, 56, 64), (3, 3, 1, 64), 1, "SAME",
-                                 dimension_numbers=DN, feature_group_count=64)
+    dw = jaxconv.ConvSpec.create(
+        (8, 56, 56, 64), (3, 3, 1, 64), 1, "SAME", dimension_numbers=DN, feature_group_count=64
+    )
     assert dw.cost()["macs"] * 64 == cost["macs"]  # depthwise is C times cheaper
 
 
 def test_spec_is_hashable_and_canonical():
     a = jaxconv.ConvSpec.create((1, 8, 8, 3), (3, 3, 3, 4), 1, "SAME", dimension_numbers=DN)
-    b = jaxconv.ConvSpec.create((1, 8, 8, 3), (3, 3, 3, 4), (1, 1), [(1, 1), (1, 1)],
-                                dimension_numbers=DN)
+    b = jaxconv.ConvSpec.create(
+        (1, 8, 8, 3), (3, 3, 3, 4), (1, 1), [(1, 1), (1, 1)], dimension_numbers=DN
+    )
     assert a == b and hash(a) == hash(b)
     assert {a: 1}[b] == 1
 
@@ -132,16 +164,21 @@ def test_lax_drop_in_defaults_and_flax_callable():
     xl = jnp.transpose(X, (0, 3, 1, 2))
     wl = jnp.transpose(W, (3, 2, 0, 1))
     # lax's default layout (NCHW, OIHW) and positional arguments
-    assert relative_error(jaxconv.conv_general_dilated(xl, wl, (1, 1), "SAME"),
-                          lax.conv_general_dilated(xl, wl, (1, 1), "SAME",
-                                                   precision="highest")) < 2e-5
+    assert (
+        relative_error(
+            jaxconv.conv_general_dilated(xl, wl, (1, 1), "SAME"),
+            lax.conv_general_dilated(xl, wl, (1, 1), "SAME", precision="highest"),
+        )
+        < 2e-5
+    )
     # Flax passes its own keywords (and out_sharding) to the callable
     layer = flax_nn.Conv(5, (3, 4), conv_general_dilated=jaxconv.conv_general_dilated)
     ref_layer = flax_nn.Conv(5, (3, 4))
     params = ref_layer.init(jax.random.key(0), X)
     assert relative_error(layer.apply(params, X), ref_layer.apply(params, X)) < 2e-5
-    out = jaxconv.conv_general_dilated(xl, wl, (1, 1), "SAME", implementation="taps",
-                                       out_sharding=None)
+    out = jaxconv.conv_general_dilated(
+        xl, wl, (1, 1), "SAME", implementation="taps", out_sharding=None
+    )
     assert out.shape == (2, 5, 9, 8)
 
 
@@ -149,7 +186,8 @@ def test_implementations_listed_and_auto_choice():
     names = jaxconv.implementations()
     assert {"xla", "im2col", "taps"} <= set(names)
     dense = jaxconv.ConvSpec.create((1, 8, 8, 4), (3, 3, 4, 4), 1, "SAME", dimension_numbers=DN)
-    grouped = jaxconv.ConvSpec.create((1, 8, 8, 4), (3, 3, 1, 4), 1, "SAME", dimension_numbers=DN,
-                                      feature_group_count=4)
+    grouped = jaxconv.ConvSpec.create(
+        (1, 8, 8, 4), (3, 3, 1, 4), 1, "SAME", dimension_numbers=DN, feature_group_count=4
+    )
     assert jaxconv.auto_order(dense, "cpu")[0] in names
     assert jaxconv.auto_order(grouped, "cpu")[0] == "taps"

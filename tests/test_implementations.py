@@ -6,21 +6,20 @@ compared against the reference (lax at HIGHEST precision on upcast operands).
 
 from __future__ import annotations
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax import lax
+from strategies import conv_specs, random_operands
 
 import jaxconv
 from jaxconv._src import dispatch
 from jaxconv._src.impl import im2col
 from jaxconv._src.reference import reference_conv, relative_error, tolerance
 from jaxconv._src.spec import ConvSpec, default_dimension_numbers
-
-from strategies import conv_specs, random_operands
 
 IMPLEMENTATIONS = ["xla", "im2col", "taps"]
 
@@ -54,11 +53,14 @@ def test_random_configurations_float64_to_1e12(impl, spec, x64):
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @settings(max_examples=10)
-@given(spec=conv_specs(ranks=(1, 2), dtype=jnp.bfloat16, boundary=False),
-       precision=st.sampled_from([None, "highest"]))
+@given(
+    spec=conv_specs(ranks=(1, 2), dtype=jnp.bfloat16, boundary=False),
+    precision=st.sampled_from([None, "highest"]),
+)
 def test_random_configurations_bfloat16(impl, spec, precision):
-    assert_matches_reference(spec.replace(precision=lax.Precision(precision)
-                                          if precision else None), impl)
+    assert_matches_reference(
+        spec.replace(precision=lax.Precision(precision) if precision else None), impl
+    )
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
@@ -66,8 +68,10 @@ def test_random_configurations_bfloat16(impl, spec, precision):
 @settings(max_examples=5)
 @given(spec=conv_specs(ranks=(2,), boundary=False))
 def test_dtypes(impl, dtype, spec):
-    assert_matches_reference(spec.replace(lhs_dtype=np.dtype(jnp.dtype(dtype)),
-                                          rhs_dtype=np.dtype(jnp.dtype(dtype))), impl)
+    assert_matches_reference(
+        spec.replace(lhs_dtype=np.dtype(jnp.dtype(dtype)), rhs_dtype=np.dtype(jnp.dtype(dtype))),
+        impl,
+    )
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
@@ -75,8 +79,12 @@ def test_dtypes(impl, dtype, spec):
 def test_integer_inputs(impl, dtype, pet):
     x = jnp.asarray(np.random.default_rng(1).integers(-5, 6, (2, 7, 6, 3)), dtype)
     w = jnp.asarray(np.random.default_rng(2).integers(-5, 6, (3, 2, 3, 4)), dtype)
-    kw = dict(window_strides=(1, 2), padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-              preferred_element_type=pet)
+    kw = dict(
+        window_strides=(1, 2),
+        padding="SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        preferred_element_type=pet,
+    )
     out = jaxconv.conv_general_dilated(x, w, **kw, implementation=impl)
     ref = lax.conv_general_dilated(x, w, **kw)
     assert out.dtype == ref.dtype
@@ -87,35 +95,56 @@ def test_integer_inputs(impl, dtype, pet):
 def test_float32_preferred_from_bfloat16(impl):
     x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 8, 8, 4)), jnp.bfloat16)
     w = jnp.asarray(np.random.default_rng(1).standard_normal((3, 3, 4, 5)), jnp.bfloat16)
-    kw = dict(window_strides=(1, 1), padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-              preferred_element_type=jnp.float32)
+    kw = dict(
+        window_strides=(1, 1),
+        padding="SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        preferred_element_type=jnp.float32,
+    )
     out = jaxconv.conv_general_dilated(x, w, **kw, implementation=impl)
     assert out.dtype == jnp.float32
-    ref = lax.conv_general_dilated(x.astype(jnp.float32), w.astype(jnp.float32), **kw,
-                                   precision="highest")
+    ref = lax.conv_general_dilated(
+        x.astype(jnp.float32), w.astype(jnp.float32), **kw, precision="highest"
+    )
     assert relative_error(out, ref) < 1e-5
 
 
 # Named regression cases from real models (small batch and spatial extent).
 REAL_MODEL_CASES = {
-    "resnet50_stem_7x7_s2": ((1, 32, 32, 3), (7, 7, 3, 8), dict(window_strides=(2, 2),
-                                                                padding=((3, 3), (3, 3)))),
+    "resnet50_stem_7x7_s2": (
+        (1, 32, 32, 3),
+        (7, 7, 3, 8),
+        dict(window_strides=(2, 2), padding=((3, 3), (3, 3))),
+    ),
     "resnet50_3x3": ((2, 14, 14, 16), (3, 3, 16, 16), dict(padding="SAME")),
     "resnet50_1x1_s2": ((2, 14, 14, 16), (1, 1, 16, 32), dict(window_strides=(2, 2))),
-    "resnext_grouped_32": ((1, 8, 8, 64), (3, 3, 2, 64), dict(padding="SAME",
-                                                             feature_group_count=32)),
-    "mobilenetv2_depthwise_s2": ((2, 16, 16, 24), (3, 3, 1, 24),
-                                 dict(window_strides=(2, 2), padding="SAME",
-                                      feature_group_count=24)),
-    "convnext_7x7_depthwise": ((1, 14, 14, 16), (7, 7, 1, 16), dict(padding="SAME",
-                                                                   feature_group_count=16)),
-    "wavenet_causal_dilated": ((2, 64, 8), (2, 8, 8), dict(padding="CAUSAL",
-                                                           rhs_dilation=(8,))),
-    "unet_transposed_2x": ((1, 8, 8, 8), (4, 4, 8, 4), dict(padding=((2, 2), (2, 2)),
-                                                            lhs_dilation=(2, 2))),
+    "resnext_grouped_32": (
+        (1, 8, 8, 64),
+        (3, 3, 2, 64),
+        dict(padding="SAME", feature_group_count=32),
+    ),
+    "mobilenetv2_depthwise_s2": (
+        (2, 16, 16, 24),
+        (3, 3, 1, 24),
+        dict(window_strides=(2, 2), padding="SAME", feature_group_count=24),
+    ),
+    "convnext_7x7_depthwise": (
+        (1, 14, 14, 16),
+        (7, 7, 1, 16),
+        dict(padding="SAME", feature_group_count=16),
+    ),
+    "wavenet_causal_dilated": ((2, 64, 8), (2, 8, 8), dict(padding="CAUSAL", rhs_dilation=(8,))),
+    "unet_transposed_2x": (
+        (1, 8, 8, 8),
+        (4, 4, 8, 4),
+        dict(padding=((2, 2), (2, 2)), lhs_dilation=(2, 2)),
+    ),
     "c3d_3x3x3": ((1, 4, 8, 8, 3), (3, 3, 3, 3, 8), dict(padding="SAME")),
-    "replknet_13x13_depthwise": ((1, 16, 16, 4), (13, 13, 1, 4),
-                                 dict(padding="SAME", feature_group_count=4)),
+    "replknet_13x13_depthwise": (
+        (1, 16, 16, 4),
+        (13, 13, 1, 4),
+        dict(padding="SAME", feature_group_count=4),
+    ),
 }
 
 
@@ -129,8 +158,9 @@ def test_real_model_cases(impl, case):
 
 def test_im2col_chunks_stay_under_the_bound(monkeypatch):
     monkeypatch.setattr(im2col, "MAX_PATCH_BYTES", 4096)
-    spec = ConvSpec.create((2, 13, 9, 4), (3, 3, 4, 5), (1, 2), "SAME",
-                           dimension_numbers=default_dimension_numbers(2))
+    spec = ConvSpec.create(
+        (2, 13, 9, 4), (3, 3, 4, 5), (1, 2), "SAME", dimension_numbers=default_dimension_numbers(2)
+    )
     row_bytes = 2 * spec.out_spatial[1] * 9 * 4 * 4
     assert row_bytes < 4096 < row_bytes * spec.out_spatial[0]  # several chunks
     assert_matches_reference(spec, "im2col")
@@ -153,7 +183,9 @@ def test_spatial_rank_zero_and_four(impl):
     rng = np.random.default_rng(0)
     for xs, ws in [((3, 5), (5, 4)), ((1, 4, 3, 3, 3, 2), (2, 2, 2, 2, 2, 3))]:
         n = len(xs) - 2
-        spec = ConvSpec.create(xs, ws, padding="SAME", dimension_numbers=default_dimension_numbers(n))
+        spec = ConvSpec.create(
+            xs, ws, padding="SAME", dimension_numbers=default_dimension_numbers(n)
+        )
         if impl == "xla" and n > 3:
             continue  # lax on CPU handles rank <= 3 spatial convolutions only
         x = jnp.asarray(rng.standard_normal(xs), jnp.float32)
@@ -165,7 +197,7 @@ def test_spatial_rank_zero_and_four(impl):
             xn, wn = np.asarray(xp, np.float64), np.asarray(w, np.float64)
             ref = np.zeros(out.shape)
             for t in np.ndindex(2, 2, 2, 2):
-                sl = xn[:, t[0]:t[0] + 4, t[1]:t[1] + 3, t[2]:t[2] + 3, t[3]:t[3] + 3, :]
+                sl = xn[:, t[0] : t[0] + 4, t[1] : t[1] + 3, t[2] : t[2] + 3, t[3] : t[3] + 3, :]
                 ref += np.einsum("nabcdi,io->nabcdo", sl, wn[t])
         else:
             ref = reference_conv(x, w, spec)

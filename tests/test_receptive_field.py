@@ -61,7 +61,7 @@ STACKS = [
      pool_layer(2)],
     [conv_layer(5, 2, padding=0), conv_layer(3, 2, stride=2, dilation=2, padding=1),
      pool_layer(3, stride=2, padding=1)],
-    [conv_layer(2, 2, stride=2), conv_layer(4, 2, padding=(2, 1)),
+    [conv_layer(2, 2, stride=2), conv_layer(4, 2, padding=((2, 1),)),
      conv_layer(3, 2, stride=3, dilation=3, padding=3)],
 ]
 
@@ -82,20 +82,27 @@ def _run_stack(layers, x):
 
 @pytest.mark.parametrize("stack", range(len(STACKS)))
 def test_matches_gradient_support(stack):
-    """Output i depends exactly on inputs start + i*jump -/+ (rf - 1) / 2 (clipped)."""
+    """Output i depends on inputs start + i*jump -/+ (rf - 1) / 2: exactly those ends
+    where the field lies inside the input, within them where it reaches the padding
+    (taps on an intermediate layer's padding see nothing)."""
     layers, size = STACKS[stack], 61
     rows = receptive_field(layers, size)
     rf, jump, start = rows[-1]["rf"][0], rows[-1]["jump"][0], rows[-1]["start"][0]
     x = jnp.asarray(np.random.default_rng(0).uniform(1, 2, size=(1, size, 1)), jnp.float32)
     out_size = rows[-1]["size"][0]
     assert _run_stack(layers, x).shape == (1, out_size, 2)
+    jac = np.asarray(jax.jit(jax.jacrev(lambda x: _run_stack(layers, x)[0, :, 0]))(x))
+    interior = 0
     for i in range(out_size):
-        g = jax.grad(lambda x: _run_stack(layers, x)[0, i, 0])(x)[0, :, 0]
-        support = np.nonzero(np.asarray(g))[0]
+        support = np.nonzero(jac[i, 0, :, 0])[0]
         lo = start + i * jump - (rf - 1) / 2
         hi = start + i * jump + (rf - 1) / 2
-        assert support.min() == max(0, lo), (i, support, lo, hi)
-        assert support.max() == min(size - 1, hi), (i, support, lo, hi)
+        if lo >= 0 and hi <= size - 1:
+            interior += 1
+            assert (support.min(), support.max()) == (lo, hi), (i, support, lo, hi)
+        else:
+            assert support.min() >= lo and support.max() <= hi, (i, support, lo, hi)
+    assert interior >= out_size // 2
 
 
 def test_accepts_specs_and_dicts():
@@ -136,5 +143,5 @@ def test_cost_table():
     text = format_table(rows, ["name", "out_shape", "macs", "params"])
     lines = text.splitlines()
     assert lines[0].split() == ["name", "out_shape", "macs", "params"]
-    assert "2x32x30x16" in lines[2] and "2.65M" in lines[2]  # 2,654,208 MACs
+    assert "2x32x30x16" in lines[2] and "2.21M" in lines[2]  # 2,211,840 MACs
     assert lines[-1].startswith("total")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from jax import lax
 from jax.test_util import check_grads
@@ -18,28 +18,47 @@ IMPLEMENTATIONS = ["xla", "im2col", "taps"]
 
 # (lhs NCHW-style shape, rhs OIHW-style shape, kwargs) in lax's default layout
 CASES = {
-    "strided_dilated": ((2, 3, 7, 6), (4, 3, 3, 2),
-                        dict(window_strides=(2, 1), padding=((1, 2), (0, -1)),
-                             rhs_dilation=(1, 2))),
-    "grouped": ((2, 4, 6, 5), (6, 2, 3, 3), dict(window_strides=(1, 1), padding="SAME",
-                                                 feature_group_count=2)),
-    "depthwise_x2": ((1, 3, 6, 6), (6, 1, 3, 3), dict(window_strides=(2, 2), padding="SAME",
-                                                     feature_group_count=3)),
-    "batch_groups": ((4, 3, 5, 5), (4, 3, 2, 2), dict(window_strides=(1, 1), padding="VALID",
-                                                     batch_group_count=2)),
-    "lhs_dilated": ((1, 2, 4, 5), (3, 2, 3, 3), dict(window_strides=(1, 1),
-                                                    padding=((2, 1), (1, 2)),
-                                                    lhs_dilation=(2, 3))),
-    "conv1d_nwc": ((2, 9, 3), (3, 3, 4), dict(window_strides=(2,), padding=((2, 0),),
-                                              dimension_numbers=("NWC", "WIO", "NWC"))),
+    "strided_dilated": (
+        (2, 3, 7, 6),
+        (4, 3, 3, 2),
+        dict(window_strides=(2, 1), padding=((1, 2), (0, -1)), rhs_dilation=(1, 2)),
+    ),
+    "grouped": (
+        (2, 4, 6, 5),
+        (6, 2, 3, 3),
+        dict(window_strides=(1, 1), padding="SAME", feature_group_count=2),
+    ),
+    "depthwise_x2": (
+        (1, 3, 6, 6),
+        (6, 1, 3, 3),
+        dict(window_strides=(2, 2), padding="SAME", feature_group_count=3),
+    ),
+    "batch_groups": (
+        (4, 3, 5, 5),
+        (4, 3, 2, 2),
+        dict(window_strides=(1, 1), padding="VALID", batch_group_count=2),
+    ),
+    "lhs_dilated": (
+        (1, 2, 4, 5),
+        (3, 2, 3, 3),
+        dict(window_strides=(1, 1), padding=((2, 1), (1, 2)), lhs_dilation=(2, 3)),
+    ),
+    "conv1d_nwc": (
+        (2, 9, 3),
+        (3, 3, 4),
+        dict(window_strides=(2,), padding=((2, 0),), dimension_numbers=("NWC", "WIO", "NWC")),
+    ),
 }
 
 
 def operands(case, dtype=np.float64, seed=0):
     xs, ws, kw = CASES[case]
     rng = np.random.default_rng(seed)
-    return (jnp.asarray(rng.standard_normal(xs), dtype), jnp.asarray(rng.standard_normal(ws), dtype),
-            kw)
+    return (
+        jnp.asarray(rng.standard_normal(xs), dtype),
+        jnp.asarray(rng.standard_normal(ws), dtype),
+        kw,
+    )
 
 
 def f_impl(impl, kw):
@@ -111,10 +130,18 @@ def test_transposed_specs_give_lax_gradients(case, impl_fn, x64):
     """The gradient convolutions derived beside the spec reproduce lax's own VJP."""
     x, w, kw = operands(case)
     dn = kw.get("dimension_numbers")
-    spec = ConvSpec.create(x.shape, w.shape, kw["window_strides"], kw["padding"],
-                           kw.get("lhs_dilation"), kw.get("rhs_dilation"), dn,
-                           kw.get("feature_group_count", 1), kw.get("batch_group_count", 1),
-                           lhs_dtype=x.dtype)
+    spec = ConvSpec.create(
+        x.shape,
+        w.shape,
+        kw["window_strides"],
+        kw["padding"],
+        kw.get("lhs_dilation"),
+        kw.get("rhs_dilation"),
+        dn,
+        kw.get("feature_group_count", 1),
+        kw.get("batch_group_count", 1),
+        lhs_dtype=x.dtype,
+    )
     f = autodiff.with_transposed_vjp(impl_fn)
     ct = jnp.asarray(np.random.default_rng(3).standard_normal(spec.out_shape))
     vjp_f = jax.jit(lambda a, b, c: jax.vjp(lambda a, b: f(a, b, spec), a, b)[1](c))
@@ -132,8 +159,9 @@ def test_boundary_mode_gradients(x64):
     x = jnp.asarray(rng.standard_normal((1, 6, 5, 2)))
     w = jnp.asarray(rng.standard_normal((3, 3, 2, 2)))
     for mode in ["circular", "reflect", "symmetric", "replicate"]:
-        f = lambda x, impl: jnp.sum(jnp.sin(jaxconv.conv(x, w, padding_mode=mode,
-                                                         implementation=impl)))
+        f = lambda x, impl: jnp.sum(
+            jnp.sin(jaxconv.conv(x, w, padding_mode=mode, implementation=impl))
+        )
         ref = jax.grad(f)(x, "xla")
         for impl in ["im2col", "taps"]:
             close(jax.grad(f)(x, impl), ref)
@@ -144,5 +172,9 @@ def test_dispatch_auto_works_under_jit_and_grad(x64):
     f = jax.jit(lambda x, w: jnp.sum(jaxconv.conv_general_dilated(x, w, **kw) ** 2))
     g = lambda x, w: jnp.sum(f_lax(kw)(x, w) ** 2)
     close(jax.grad(f, (0, 1))(x, w)[1], jax.grad(g, (0, 1))(x, w)[1])
-    assert dispatch.auto_order(ConvSpec.create(x.shape, w.shape, (1, 1), "SAME",
-                                               feature_group_count=2), "cpu")[0] == "taps"
+    assert (
+        dispatch.auto_order(
+            ConvSpec.create(x.shape, w.shape, (1, 1), "SAME", feature_group_count=2), "cpu"
+        )[0]
+        == "taps"
+    )

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxconv._src import dispatch
 from jaxconv._src.spec import ConvSpec, default_dimension_numbers
@@ -58,24 +58,36 @@ def conv_general_dilated(
     """
     lhs = _as_array(lhs, "lhs")
     rhs = _as_array(rhs, "rhs")
-    if (isinstance(padding, str) and lhs_dilation is not None
-            and any(d != 1 for d in np.atleast_1d(lhs_dilation))):
+    if (
+        isinstance(padding, str)
+        and lhs_dilation is not None
+        and any(d != 1 for d in np.atleast_1d(lhs_dilation))
+    ):
         raise ValueError(
             "a padding word together with `lhs_dilation` is not defined by "
             "lax.conv_general_dilated: give explicit (lo, hi) pairs, or use "
             "jaxconv.conv_transpose, which resolves words for transposed convolution"
         )
     spec = ConvSpec.create(
-        lhs.shape, rhs.shape, window_strides, padding, lhs_dilation, rhs_dilation,
-        dimension_numbers, feature_group_count, batch_group_count, precision,
-        preferred_element_type, lhs_dtype=lhs.dtype, rhs_dtype=rhs.dtype,
+        lhs.shape,
+        rhs.shape,
+        window_strides,
+        padding,
+        lhs_dilation,
+        rhs_dilation,
+        dimension_numbers,
+        feature_group_count,
+        batch_group_count,
+        precision,
+        preferred_element_type,
+        lhs_dtype=lhs.dtype,
+        rhs_dtype=rhs.dtype,
     )
     impl = dispatch.select(spec, implementation)
     if impl.name == "xla" and out_sharding is not None:
         from jax import lax
 
-        return lax.conv_general_dilated(lhs, rhs, **spec.lax_kwargs(),
-                                        out_sharding=out_sharding)
+        return lax.conv_general_dilated(lhs, rhs, **spec.lax_kwargs(), out_sharding=out_sharding)
     out = dispatch.run(lhs, rhs, spec, implementation)
     if out_sharding is not None:
         out = jax.lax.with_sharding_constraint(out, out_sharding)
@@ -135,9 +147,20 @@ def conv(
             f"shape {w.shape}, got shape {x.shape}"
         )
     spec = ConvSpec.create(
-        x.shape, w.shape, stride, padding, input_dilation, dilation,
-        default_dimension_numbers(n), groups, 1, precision, preferred_element_type,
-        lhs_dtype=x.dtype, rhs_dtype=w.dtype, boundary=padding_mode,
+        x.shape,
+        w.shape,
+        stride,
+        padding,
+        input_dilation,
+        dilation,
+        default_dimension_numbers(n),
+        groups,
+        1,
+        precision,
+        preferred_element_type,
+        lhs_dtype=x.dtype,
+        rhs_dtype=w.dtype,
+        boundary=padding_mode,
         boundary_value=padding_value,
     )
     if bias is not None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-import numpy as np
 import jax
+import numpy as np
 from jax import lax
 
 from jaxconv._src.spec import ConvSpec, _dilate
@@ -60,13 +60,19 @@ def transpose_lhs_spec(spec: ConvSpec) -> ConvSpec:
     hi = [i + k - 1 - o - b for i, k, o, b in zip(in_dil, k_dil, out_dil, lo)]
     rhs_shape = transposed_rhs_kernel_shape(spec)
     return ConvSpec.create(
-        spec.out_shape, rhs_shape,
-        window_strides=spec.lhs_dilation, padding=tuple(zip(lo, hi)),
-        lhs_dilation=spec.window_strides, rhs_dilation=spec.rhs_dilation,
+        spec.out_shape,
+        rhs_shape,
+        window_strides=spec.lhs_dilation,
+        padding=tuple(zip(lo, hi)),
+        lhs_dilation=spec.window_strides,
+        rhs_dilation=spec.rhs_dilation,
         dimension_numbers=lax.ConvDimensionNumbers(out_spec, _swap01(rhs_spec), lhs_spec),
-        feature_group_count=max(G, B), batch_group_count=1, precision=spec.precision,
+        feature_group_count=max(G, B),
+        batch_group_count=1,
+        precision=spec.precision,
         preferred_element_type=spec.preferred_element_type,
-        lhs_dtype=spec.out_dtype, rhs_dtype=spec.out_dtype,
+        lhs_dtype=spec.out_dtype,
+        rhs_dtype=spec.out_dtype,
     )
 
 
@@ -109,15 +115,21 @@ def transpose_rhs_spec(spec: ConvSpec) -> ConvSpec:
     lo = [p for p, _ in spec.padding]
     hi = [o - i + k - p - 1 for o, i, k, p in zip(out_dil, in_dil, k_dil, lo)]
     return ConvSpec.create(
-        spec.lhs_shape, spec.out_shape,
-        window_strides=spec.rhs_dilation, padding=tuple(zip(lo, hi)),
-        lhs_dilation=spec.lhs_dilation, rhs_dilation=spec.window_strides,
+        spec.lhs_shape,
+        spec.out_shape,
+        window_strides=spec.rhs_dilation,
+        padding=tuple(zip(lo, hi)),
+        lhs_dilation=spec.lhs_dilation,
+        rhs_dilation=spec.window_strides,
         dimension_numbers=lax.ConvDimensionNumbers(
-            _swap01(lhs_spec), _swap01(out_spec), _swap01(rhs_spec)),
+            _swap01(lhs_spec), _swap01(out_spec), _swap01(rhs_spec)
+        ),
         feature_group_count=B if B > 1 else 1,
         batch_group_count=G if G > 1 else 1,
-        precision=spec.precision, preferred_element_type=spec.preferred_element_type,
-        lhs_dtype=spec.out_dtype, rhs_dtype=spec.out_dtype,
+        precision=spec.precision,
+        preferred_element_type=spec.preferred_element_type,
+        lhs_dtype=spec.out_dtype,
+        rhs_dtype=spec.out_dtype,
     )
 
 

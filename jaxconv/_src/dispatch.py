@@ -133,8 +133,7 @@ def apply_epilogue(y, spec: ConvSpec, bias=None, activation=None):
     return y
 
 
-def run(lhs, rhs, spec: ConvSpec, implementation: Any = None, *, bias=None,
-        activation=None):
+def run(lhs, rhs, spec: ConvSpec, implementation: Any = None, *, bias=None, activation=None):
     """Compute the convolution described by ``spec`` (boundary mode included)."""
     impl = select(spec, implementation)
     lhs, zspec = pad_input(lhs, spec)

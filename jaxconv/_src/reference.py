@@ -7,9 +7,9 @@ with the boundary mode materialised by ``jnp.pad``.
 
 from __future__ import annotations
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxconv._src.spec import ConvSpec, dtype_kind, pad_input
@@ -56,8 +56,9 @@ def reference_conv(lhs, rhs, spec: ConvSpec):
     lhs = jnp.asarray(lhs).astype(dt) if floating else jnp.asarray(lhs)
     rhs = jnp.asarray(rhs).astype(dt) if floating else jnp.asarray(rhs)
     if floating:
-        spec = spec.replace(lhs_dtype=dt, rhs_dtype=dt, preferred_element_type=None,
-                            precision=lax.Precision.HIGHEST)
+        spec = spec.replace(
+            lhs_dtype=dt, rhs_dtype=dt, preferred_element_type=None, precision=lax.Precision.HIGHEST
+        )
     lhs, zspec = pad_input(lhs, spec)
     return lax.conv_general_dilated(lhs, rhs, **zspec.lax_kwargs())
 

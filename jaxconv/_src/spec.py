@@ -60,9 +60,7 @@ def canonical_boundary(mode: str) -> str:
         raise TypeError(f"`padding_mode` must be a string, got {type(mode).__name__}")
     key = mode.lower()
     if key not in BOUNDARY_ALIASES:
-        raise ValueError(
-            f"`padding_mode` must be one of {sorted(BOUNDARY_ALIASES)}, got {mode!r}"
-        )
+        raise ValueError(f"`padding_mode` must be one of {sorted(BOUNDARY_ALIASES)}, got {mode!r}")
     return BOUNDARY_ALIASES[key]
 
 
@@ -172,8 +170,7 @@ def _int_tuple(value: Any, n: int, name: str, *, minimum: int = 1) -> tuple[int,
             ) from None
         if len(out) != n:
             raise ValueError(
-                f"`{name}` must have one entry per spatial axis (={n}), got {len(out)}: "
-                f"{value!r}"
+                f"`{name}` must have one entry per spatial axis (={n}), got {len(out)}: {value!r}"
             )
     for v in out:
         if v < minimum:
@@ -318,8 +315,10 @@ class ConvSpec:
         lhs_dil = _int_tuple(lhs_dilation, n, "lhs_dilation")
         rhs_dil = _int_tuple(rhs_dilation, n, "rhs_dilation")
 
-        for name, v in (("feature_group_count", feature_group_count),
-                        ("batch_group_count", batch_group_count)):
+        for name, v in (
+            ("feature_group_count", feature_group_count),
+            ("batch_group_count", batch_group_count),
+        ):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
                 raise TypeError(f"`{name}` must be an int, got {v!r}")
             if v < 1:
@@ -357,20 +356,28 @@ class ConvSpec:
 
         bmode = canonical_boundary(boundary)
         spec = cls(
-            lhs_shape=lhs_shape, rhs_shape=rhs_shape, lhs_dtype=lhs_dtype,
-            rhs_dtype=rhs_dtype, window_strides=strides, padding=pads,
-            lhs_dilation=lhs_dil, rhs_dilation=rhs_dil, dimension_numbers=dnums,
-            feature_group_count=G, batch_group_count=B,
-            precision=_canonical_precision(precision), preferred_element_type=pet,
-            boundary=bmode, boundary_value=float(boundary_value),
+            lhs_shape=lhs_shape,
+            rhs_shape=rhs_shape,
+            lhs_dtype=lhs_dtype,
+            rhs_dtype=rhs_dtype,
+            window_strides=strides,
+            padding=pads,
+            lhs_dilation=lhs_dil,
+            rhs_dilation=rhs_dil,
+            dimension_numbers=dnums,
+            feature_group_count=G,
+            batch_group_count=B,
+            precision=_canonical_precision(precision),
+            preferred_element_type=pet,
+            boundary=bmode,
+            boundary_value=float(boundary_value),
         )
         spec._validate_geometry()
         return spec
 
     def _validate_geometry(self) -> None:
         for i, (size, (lo, hi), k, ld, rd) in enumerate(
-            zip(self.lhs_spatial, self.padding, self.window, self.lhs_dilation,
-                self.rhs_dilation)
+            zip(self.lhs_spatial, self.padding, self.window, self.lhs_dilation, self.rhs_dilation)
         ):
             padded = _dilate(size, ld) + lo + hi
             eff_k = _dilate(k, rd)
@@ -392,8 +399,7 @@ class ConvSpec:
             )
         for i, (size, (lo, hi)) in enumerate(zip(self.lhs_spatial, self.padding)):
             need = max(lo, hi, 0)
-            limit = {"circular": size, "reflect": size - 1, "symmetric": size}.get(
-                self.boundary)
+            limit = {"circular": size, "reflect": size - 1, "symmetric": size}.get(self.boundary)
             if limit is not None and need > limit:
                 raise ValueError(
                     f"{self.boundary} padding of {need} on spatial axis {i} is wider than "
@@ -514,8 +520,11 @@ class ConvSpec:
 
     def __str__(self) -> str:
         parts = [
-            f"lhs={self.lhs_shape}", f"rhs={self.rhs_shape}", f"dtype={self.lhs_dtype}",
-            f"strides={self.window_strides}", f"padding={self.padding}",
+            f"lhs={self.lhs_shape}",
+            f"rhs={self.rhs_shape}",
+            f"dtype={self.lhs_dtype}",
+            f"strides={self.window_strides}",
+            f"padding={self.padding}",
         ]
         if any(d != 1 for d in self.lhs_dilation):
             parts.append(f"lhs_dilation={self.lhs_dilation}")
@@ -546,16 +555,21 @@ def pad_input(lhs, spec: ConvSpec):
         widths[d] = (max(lo, 0), max(hi, 0))
     np_mode = BOUNDARY_MODES[spec.boundary]
     if np_mode == "constant":
-        out = jnp.pad(lhs, widths, mode="constant",
-                      constant_values=np.asarray(spec.boundary_value, dtype=lhs.dtype))
+        out = jnp.pad(
+            lhs,
+            widths,
+            mode="constant",
+            constant_values=np.asarray(spec.boundary_value, dtype=lhs.dtype),
+        )
     else:
         out = jnp.pad(lhs, widths, mode=np_mode)
     new_pads = tuple((min(lo, 0), min(hi, 0)) for lo, hi in spec.padding)
     shape = list(spec.lhs_shape)
     for d, (lo, hi) in zip(lhs_spec[2:], spec.padding):
         shape[d] += max(lo, 0) + max(hi, 0)
-    return out, spec.replace(lhs_shape=tuple(shape), padding=new_pads, boundary="zeros",
-                             boundary_value=0.0)
+    return out, spec.replace(
+        lhs_shape=tuple(shape), padding=new_pads, boundary="zeros", boundary_value=0.0
+    )
 
 
 def output_shape(
@@ -574,8 +588,15 @@ def output_shape(
     Example: ``output_shape((8, 3, 32, 32), (16, 3, 3, 3), 2, "SAME") == (8, 16, 16, 16)``.
     """
     return ConvSpec.create(
-        lhs_shape, rhs_shape, window_strides, padding, lhs_dilation, rhs_dilation,
-        dimension_numbers, feature_group_count, batch_group_count,
+        lhs_shape,
+        rhs_shape,
+        window_strides,
+        padding,
+        lhs_dilation,
+        rhs_dilation,
+        dimension_numbers,
+        feature_group_count,
+        batch_group_count,
     ).out_shape
 
 

@@ -21,27 +21,42 @@ CONFIGS: list[tuple[str, tuple, tuple, dict[str, Any]]] = [
     ("2d full", (1, 6, 5, 2), (3, 2, 2, 2), dict(padding="FULL")),
     ("2d explicit crop", (2, 9, 9, 2), (3, 3, 2, 2), dict(padding=((2, -1), (0, 3)))),
     ("2d rhs dilation", (2, 12, 12, 3), (3, 3, 3, 4), dict(padding="SAME", rhs_dilation=(2, 3))),
-    ("2d lhs dilation", (2, 5, 6, 3), (3, 3, 3, 2), dict(padding=((2, 2), (1, 2)),
-                                                         lhs_dilation=(2, 2))),
+    (
+        "2d lhs dilation",
+        (2, 5, 6, 3),
+        (3, 3, 3, 2),
+        dict(padding=((2, 2), (1, 2)), lhs_dilation=(2, 2)),
+    ),
     ("2d grouped", (2, 8, 8, 8), (3, 3, 2, 8), dict(padding="SAME", feature_group_count=4)),
-    ("2d depthwise x2", (2, 9, 9, 4), (3, 3, 1, 8), dict(padding="SAME",
-                                                         feature_group_count=4)),
+    ("2d depthwise x2", (2, 9, 9, 4), (3, 3, 1, 8), dict(padding="SAME", feature_group_count=4)),
     ("2d batch groups", (4, 7, 7, 3), (3, 3, 3, 4), dict(batch_group_count=2)),
     ("2d circular", (2, 8, 8, 2), (3, 3, 2, 3), dict(padding="SAME", boundary="circular")),
     ("2d reflect", (2, 8, 8, 2), (5, 5, 2, 3), dict(padding="SAME", boundary="reflect")),
-    ("2d replicate stride", (1, 9, 9, 2), (3, 3, 2, 2), dict(padding=1, window_strides=(2, 2),
-                                                             boundary="replicate")),
+    (
+        "2d replicate stride",
+        (1, 9, 9, 2),
+        (3, 3, 2, 2),
+        dict(padding=1, window_strides=(2, 2), boundary="replicate"),
+    ),
     ("3d same", (1, 6, 6, 6, 2), (3, 3, 3, 2, 3), dict(padding="SAME")),
-    ("3d stride grouped", (1, 7, 6, 5, 4), (3, 2, 3, 2, 4), dict(window_strides=(2, 1, 2),
-                                                                 feature_group_count=2)),
+    (
+        "3d stride grouped",
+        (1, 7, 6, 5, 4),
+        (3, 2, 3, 2, 4),
+        dict(window_strides=(2, 1, 2), feature_group_count=2),
+    ),
     ("2d bfloat16", (2, 8, 8, 4), (3, 3, 4, 4), dict(padding="SAME", dtype="bfloat16")),
     ("2d float16", (2, 8, 8, 4), (3, 3, 4, 4), dict(padding="SAME", dtype="float16")),
 ]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--implementations", nargs="*", default=None,
-                   help="names to check (default: every registered implementation)")
+    p.add_argument(
+        "--implementations",
+        nargs="*",
+        default=None,
+        help="names to check (default: every registered implementation)",
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per configuration")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -71,15 +86,27 @@ def run_check(names=None, repeats: int = 3, progress: bool = True):
 
     names = names or dispatch.implementations()
     rng = np.random.default_rng(0)
-    stats = {n: dict(implementation=n, passed=0, failed=0, unsupported=0, max_rel_err=0.0,
-                     ratios=[], failures=[]) for n in names}
-    bar = tqdm(total=len(CONFIGS) * len(names), disable=not progress, desc="jaxconv check",
-               leave=False)
+    stats = {
+        n: dict(
+            implementation=n,
+            passed=0,
+            failed=0,
+            unsupported=0,
+            max_rel_err=0.0,
+            ratios=[],
+            failures=[],
+        )
+        for n in names
+    }
+    bar = tqdm(
+        total=len(CONFIGS) * len(names), disable=not progress, desc="jaxconv check", leave=False
+    )
     for cname, xs, ws, kw in CONFIGS:
         kw = dict(kw)
         dtype = np.dtype(jnp.dtype(kw.pop("dtype", "float32")))
-        spec = ConvSpec.create(xs, ws, dimension_numbers=default_dimension_numbers(len(xs) - 2),
-                               lhs_dtype=dtype, **kw)
+        spec = ConvSpec.create(
+            xs, ws, dimension_numbers=default_dimension_numbers(len(xs) - 2), lhs_dtype=dtype, **kw
+        )
         x = jnp.asarray(rng.standard_normal(xs), dtype)
         w = jnp.asarray(rng.standard_normal(ws), dtype)
         ref = reference_conv(x, w, spec)
@@ -87,8 +114,9 @@ def run_check(names=None, repeats: int = 3, progress: bool = True):
         for n in ["xla"] + [m for m in names if m != "xla"]:
             if n not in stats:
                 if n == "xla":  # the baseline time is needed for the ratio
-                    t_lax = _time(jax.jit(lambda a, b: dispatch.run(a, b, spec, "xla")), x, w,
-                                  repeats=repeats)
+                    t_lax = _time(
+                        jax.jit(lambda a, b: dispatch.run(a, b, spec, "xla")), x, w, repeats=repeats
+                    )
                 continue
             st = stats[n]
             try:

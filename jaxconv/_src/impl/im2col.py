@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 
-from jaxconv._src.spec import ConvSpec
 from jaxconv._src.impl import window as W
+from jaxconv._src.spec import ConvSpec
 
 NAME = "im2col"
 

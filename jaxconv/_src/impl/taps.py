@@ -13,14 +13,15 @@ Two contraction forms, chosen per spec (see ``benchmarks/NOTES.md`` for the numb
   element, no dot calls, no layout changes);
 * otherwise one ``dot_general`` per tap over the group's input channels.
 
-Derivatives: :func:`conv` is a ``jax.custom_jvp`` whose tangent is the convolution of
-the tangents, wrapped in ``jax.custom_derivatives.linear_call`` so that its transposes
-(the gradients) run the fast paths: the input gradient is this same implementation on
-the transposed spec of :mod:`jaxconv._src.autodiff`, and the kernel gradient is one
-reduction per tap (:func:`kernel_grad`). Plain autodiff of the slices would instead pad
-every tap's cotangent to the input size and reduce through badly laid-out dots (3-20x
-slower, see ``benchmarks/NOTES.md``). Forward mode, ``jacfwd`` and ``hessian`` keep
-working because every linear piece is itself a ``custom_jvp``.
+Derivatives: :func:`conv` binds one primitive that is bilinear in (lhs, rhs). Its JVP is
+the same primitive on the tangents, and its transposes are the fast gradients: the
+input gradient is this same implementation on the transposed spec of
+:mod:`jaxconv._src.autodiff`, the kernel gradient one reduction per tap
+(:func:`kernel_grad`). Plain autodiff of the slices would instead pad every tap's
+cotangent to the input size and reduce through badly laid-out dots (see
+``benchmarks/NOTES.md``). ``jax.custom_vjp`` would forbid forward mode and
+``linear_call`` cannot be differentiated in its residual; a primitive has neither limit,
+so jvp, jacfwd, jacrev, hessian and gradients of gradients all run here.
 """
 
 from __future__ import annotations
@@ -28,15 +29,17 @@ from __future__ import annotations
 import functools
 import math
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
-from jax.custom_derivatives import SymbolicZero, linear_call
+from jax._src import dispatch as jax_dispatch
+from jax.extend import core
+from jax.interpreters import ad, batching, mlir
 
 from jaxconv._src import autodiff
 from jaxconv._src.impl import window as W
-from jaxconv._src.spec import ConvSpec, dtype_kind
+from jaxconv._src.spec import ConvSpec
 
 NAME = "taps"
 
@@ -149,58 +152,58 @@ def kernel_grad(lhs, g, spec: ConvSpec):
     return _from_channels_last_rhs(dw, spec).astype(spec.rhs_dtype)
 
 
-def _zero_tangent(y):
-    if dtype_kind(y.dtype) in "fc":
-        return jnp.zeros(y.shape, y.dtype)
-    return np.zeros(y.shape, jax.dtypes.float0)
+def _batched(args, dims, spec: ConvSpec):
+    """vmap rule: the forward computation vmapped (its gradients then come from plain
+    autodiff of the vmapped slices, which is correct, only slower)."""
+    lhs, rhs = args
+    d_lhs, d_rhs = dims
+    out = jax.vmap(lambda a, b: forward(a, b, spec),
+                   in_axes=(d_lhs, d_rhs))(lhs, rhs)
+    return out, 0
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def conv(lhs, rhs, spec: ConvSpec):
-    """The ``"taps"`` convolution of ``lhs`` and ``rhs`` (spec layouts), differentiable
-    to any order in either mode, with gradients on the fast paths."""
-    return forward(lhs, rhs, spec)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _lin_lhs(rhs, t_lhs, spec: ConvSpec):
-    """``conv(t_lhs, rhs)`` as a linear map of ``t_lhs`` with the fast transpose."""
-    return linear_call(lambda r, t: forward(t, r, spec),
-                       lambda r, ct: autodiff.lhs_grad(ct, r, spec, conv), rhs, t_lhs)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _lin_rhs(lhs, t_rhs, spec: ConvSpec):
-    """``conv(lhs, t_rhs)`` as a linear map of ``t_rhs`` with the fast transpose."""
-    return linear_call(lambda x, t: forward(x, t, spec),
-                       lambda x, ct: kernel_grad(x, ct, spec), lhs, t_rhs)
-
-
-def _conv_jvp(spec, primals, tangents):
+def _jvp(primals, tangents, *, spec: ConvSpec):
     lhs, rhs = primals
     t_lhs, t_rhs = tangents
-    y = conv(lhs, rhs, spec)
+    y = conv_p.bind(lhs, rhs, spec=spec)
     out = None
-    if not isinstance(t_lhs, SymbolicZero):
-        out = _lin_lhs(rhs, t_lhs, spec)
-    if not isinstance(t_rhs, SymbolicZero):
-        part = _lin_rhs(lhs, t_rhs, spec)
+    if type(t_lhs) is not ad.Zero:
+        out = conv_p.bind(t_lhs, rhs, spec=spec)
+    if type(t_rhs) is not ad.Zero:
+        part = conv_p.bind(lhs, t_rhs, spec=spec)
         out = part if out is None else out + part
-    return y, (_zero_tangent(y) if out is None else out)
+    if out is None:
+        out = ad.Zero.from_primal_value(y)
+    return y, out
 
 
-def _lin_lhs_jvp(spec, primals, tangents):
-    rhs, t_lhs = primals
-    d_rhs, d_t = tangents
-    return _conv_jvp(spec, (t_lhs, rhs), (d_t, d_rhs))
+def _transpose(ct, lhs, rhs, *, spec: ConvSpec):
+    if type(ct) is ad.Zero:
+        return (None if not ad.is_undefined_primal(lhs) else ad.Zero(lhs.aval),
+                None if not ad.is_undefined_primal(rhs) else ad.Zero(rhs.aval))
+    if ad.is_undefined_primal(lhs):
+        return autodiff.lhs_grad(ct, rhs, spec, conv), None
+    return None, kernel_grad(lhs, ct, spec)
 
 
-def _lin_rhs_jvp(spec, primals, tangents):
-    lhs, t_rhs = primals
-    d_lhs, d_t = tangents
-    return _conv_jvp(spec, (lhs, t_rhs), (d_lhs, d_t))
+def _abstract_eval(lhs, rhs, *, spec: ConvSpec):
+    return jax.core.ShapedArray(spec.out_shape, spec.out_dtype)
 
 
-conv.defjvp(_conv_jvp, symbolic_zeros=True)
-_lin_lhs.defjvp(_lin_lhs_jvp, symbolic_zeros=True)
-_lin_rhs.defjvp(_lin_rhs_jvp, symbolic_zeros=True)
+#: ``taps(lhs, rhs)`` as one primitive, bilinear in its operands: its JVP is itself on
+#: the tangents and its transposes are the fast gradients, so every order of forward and
+#: reverse differentiation runs on this implementation.
+conv_p = core.Primitive("jaxconv_taps")
+conv_p.def_impl(functools.partial(jax_dispatch.apply_primitive, conv_p))
+conv_p.def_abstract_eval(_abstract_eval)
+mlir.register_lowering(conv_p, mlir.lower_fun(
+    lambda lhs, rhs, *, spec: forward(lhs, rhs, spec), multiple_results=False))
+ad.primitive_jvps[conv_p] = _jvp
+ad.primitive_transposes[conv_p] = _transpose
+batching.primitive_batchers[conv_p] = lambda args, dims, *, spec: _batched(args, dims, spec)
+
+
+def conv(lhs, rhs, spec: ConvSpec):
+    """The ``"taps"`` convolution of ``lhs`` and ``rhs`` (in the spec's layouts),
+    differentiable to any order in either mode, with gradients on the fast paths."""
+    return conv_p.bind(lhs, rhs, spec=spec)

@@ -11,8 +11,8 @@ larger than one, and one contraction over ``I`` (and the taps) per group.
 
 from __future__ import annotations
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxconv._src.spec import ConvSpec, dtype_kind
@@ -88,5 +88,7 @@ def tap_starts(spec: ConvSpec):
     """All kernel taps, as (multi-index, start offsets in the padded input)."""
     idx = np.stack(np.meshgrid(*[np.arange(k) for k in spec.window], indexing="ij"), -1)
     idx = idx.reshape(-1, spec.nspatial) if spec.nspatial else np.zeros((1, 0), int)
-    return [(tuple(int(t) for t in tap), tuple(int(t) * d for t, d in
-             zip(tap, spec.rhs_dilation))) for tap in idx]
+    return [
+        (tuple(int(t) for t in tap), tuple(int(t) * d for t, d in zip(tap, spec.rhs_dilation)))
+        for tap in idx
+    ]
