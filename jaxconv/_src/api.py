@@ -94,6 +94,15 @@ def conv_general_dilated(
     return out
 
 
+#: How ``conv``'s arguments are called in lax (for error messages).
+CONV_ARG_NAMES = {
+    "window_strides": "stride",
+    "lhs_dilation": "input_dilation",
+    "rhs_dilation": "dilation",
+    "feature_group_count": "groups",
+}
+
+
 def conv(
     x,
     w,
@@ -162,6 +171,7 @@ def conv(
         rhs_dtype=w.dtype,
         boundary=padding_mode,
         boundary_value=padding_value,
+        arg_names=CONV_ARG_NAMES,
     )
     if bias is not None:
         bias = _as_array(bias, "bias")

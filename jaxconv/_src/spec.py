@@ -228,6 +228,15 @@ def default_dimension_numbers(nspatial: int, channels_last: bool = True):
 # --------------------------------------------------------------------------------------
 
 
+_LAX_NAMES = {
+    "window_strides": "window_strides",
+    "lhs_dilation": "lhs_dilation",
+    "rhs_dilation": "rhs_dilation",
+    "feature_group_count": "feature_group_count",
+    "batch_group_count": "batch_group_count",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class ConvSpec:
     """Canonical, validated, hashable description of one N-D convolution.
@@ -276,10 +285,13 @@ class ConvSpec:
         rhs_dtype: Any = None,
         boundary: str = "zeros",
         boundary_value: float = 0.0,
+        arg_names: dict[str, str] | None = None,
     ) -> ConvSpec:
         """Validate lax-style arguments and return the canonical spec.
 
         Raises ``ValueError`` / ``TypeError`` naming the argument for any bad input.
+        ``arg_names`` maps lax's argument names to the caller's (``{"feature_group_count":
+        "groups"}``) so that messages name what the user typed.
         """
         lhs_shape = tuple(int(s) for s in lhs_shape)
         rhs_shape = tuple(int(s) for s in rhs_shape)
@@ -311,13 +323,14 @@ class ConvSpec:
                 f"(integer with integer, floating with floating), got {pet} for {lhs_dtype}"
             )
 
-        strides = _int_tuple(window_strides, n, "window_strides")
-        lhs_dil = _int_tuple(lhs_dilation, n, "lhs_dilation")
-        rhs_dil = _int_tuple(rhs_dilation, n, "rhs_dilation")
+        nm = dict(_LAX_NAMES, **(arg_names or {}))
+        strides = _int_tuple(window_strides, n, nm["window_strides"])
+        lhs_dil = _int_tuple(lhs_dilation, n, nm["lhs_dilation"])
+        rhs_dil = _int_tuple(rhs_dilation, n, nm["rhs_dilation"])
 
         for name, v in (
-            ("feature_group_count", feature_group_count),
-            ("batch_group_count", batch_group_count),
+            (nm["feature_group_count"], feature_group_count),
+            (nm["batch_group_count"], batch_group_count),
         ):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
                 raise TypeError(f"`{name}` must be an int, got {v!r}")
@@ -326,28 +339,32 @@ class ConvSpec:
         G, B = int(feature_group_count), int(batch_group_count)
         if G > 1 and B > 1:
             raise ValueError(
-                "at most one of `feature_group_count` and `batch_group_count` may be > 1, "
+                f"at most one of `{nm['feature_group_count']}` and `{nm['batch_group_count']}` may be > 1, "
                 f"got feature_group_count={G} and batch_group_count={B}"
             )
         lhs_spec, rhs_spec, _ = dnums
         N, C = lhs_shape[lhs_spec[0]], lhs_shape[lhs_spec[1]]
         O, I = rhs_shape[rhs_spec[0]], rhs_shape[rhs_spec[1]]
         if C % G:
-            raise ValueError(f"`feature_group_count` (={G}) must divide the input channels (={C})")
+            raise ValueError(
+                f"`{nm['feature_group_count']}` (={G}) must divide the input channels (={C})"
+            )
         if C // G != I:
             raise ValueError(
-                f"input channels (={C}) divided by `feature_group_count` (={G}) must equal "
+                f"input channels (={C}) divided by `{nm['feature_group_count']}` (={G}) must equal "
                 f"the kernel's input-feature size (={I}); got {C} // {G} = {C // G}"
             )
         if O % G:
             raise ValueError(
-                f"`feature_group_count` (={G}) must divide the kernel's output features (={O})"
+                f"`{nm['feature_group_count']}` (={G}) must divide the kernel's output features (={O})"
             )
         if N % B:
-            raise ValueError(f"`batch_group_count` (={B}) must divide the batch size (={N})")
+            raise ValueError(
+                f"`{nm['batch_group_count']}` (={B}) must divide the batch size (={N})"
+            )
         if O % B:
             raise ValueError(
-                f"`batch_group_count` (={B}) must divide the kernel's output features (={O})"
+                f"`{nm['batch_group_count']}` (={B}) must divide the kernel's output features (={O})"
             )
 
         in_sp = tuple(lhs_shape[d] for d in lhs_spec[2:])
