@@ -64,16 +64,23 @@ class Layer:
             groups, cin, cout = 2, 2 * (self.cin // self.groups), 2 * (self.cout // self.groups)
         else:
             groups, cin, cout = 1, 16, 16
-        return dataclasses.replace(self, batch=1, size=min(self.size, 6), cin=cin, cout=cout,
-                                   groups=groups)
+        return dataclasses.replace(
+            self, batch=1, size=min(self.size, 6), cin=cin, cout=cout, groups=groups
+        )
 
     def conv_kwargs(self) -> dict:
         if self.transposed:
             p = self.k - 1
-            return dict(window_strides=(1, 1), padding=((p, p), (p, p)),
-                        lhs_dilation=(self.stride, self.stride))
-        return dict(window_strides=(self.stride, self.stride), padding="SAME",
-                    feature_group_count=self.groups)
+            return dict(
+                window_strides=(1, 1),
+                padding=((p, p), (p, p)),
+                lhs_dilation=(self.stride, self.stride),
+            )
+        return dict(
+            window_strides=(self.stride, self.stride),
+            padding="SAME",
+            feature_group_count=self.groups,
+        )
 
 
 #: Batch 32, the issue's benchmark setting.
@@ -120,15 +127,25 @@ def matmul_rate(dry_run: bool, repeats: int) -> float:
 
     n = 256 if dry_run else 8192
     a = jnp.ones((n, n), jnp.bfloat16) * 0.5
-    f = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32)
-                .astype(jnp.bfloat16))
+    f = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32).astype(jnp.bfloat16))
     t = _timeit(f, (a, a), repeats)
     return 2 * n**3 / t / 1e12
 
 
 def run_tests(timeout: int) -> dict:
-    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-n", "0", "-p", "no:cacheprovider",
-           str(ROOT / "tests" / "test_pallas_triton.py")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-m",
+        "gpu",
+        "-q",
+        "-n",
+        "0",
+        "-p",
+        "no:cacheprovider",
+        str(ROOT / "tests" / "test_pallas_triton.py"),
+    ]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
@@ -137,10 +154,18 @@ def run_tests(timeout: int) -> dict:
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
         tail, rc = out[-4000:] + f"\n[timed out after {timeout} s]", None
-    summary = [ln for ln in tail.splitlines() if " passed" in ln or " failed" in ln
-               or " skipped" in ln or " error" in ln]
-    return {"command": " ".join(cmd), "returncode": rc, "seconds": time.perf_counter() - t0,
-            "summary": summary[-1] if summary else "", "tail": tail}
+    summary = [
+        ln
+        for ln in tail.splitlines()
+        if " passed" in ln or " failed" in ln or " skipped" in ln or " error" in ln
+    ]
+    return {
+        "command": " ".join(cmd),
+        "returncode": rc,
+        "seconds": time.perf_counter() - t0,
+        "summary": summary[-1] if summary else "",
+        "tail": tail,
+    }
 
 
 def bench_layer(layer: Layer, dtype_name: str, impl: str, mode: str, repeats: int) -> dict:
@@ -163,12 +188,12 @@ def bench_layer(layer: Layer, dtype_name: str, impl: str, mode: str, repeats: in
     ct = jnp.asarray(rng.standard_normal(spec.out_shape), dtype)
 
     def conv(a, b):
-        return jaxconv.conv_general_dilated(a, b, dimension_numbers=dn, implementation=impl,
-                                            **kw)
+        return jaxconv.conv_general_dilated(a, b, dimension_numbers=dn, implementation=impl, **kw)
 
     if mode == "forward":
         fn, args, flops = jax.jit(conv), (x, w), _useful_flops(spec)
     else:
+
         def fwd_bwd(a, b, g):
             y, vjp = jax.vjp(conv, a, b)
             return (y,) + vjp(g)
@@ -184,16 +209,26 @@ def bench_layer(layer: Layer, dtype_name: str, impl: str, mode: str, repeats: in
     except (AttributeError, NotImplementedError, RuntimeError):
         peak = None
     seconds = _timeit(compiled, args, repeats)
-    return {"family": layer.family, "layer": layer.name, "dtype": dtype_name,
-            "implementation": impl, "mode": mode, "median_s": seconds,
-            "tflops": flops / seconds / 1e12, "compile_s": compile_s,
-            "temp_bytes": peak, "flops": flops, "shape": dataclasses.asdict(layer)}
+    return {
+        "family": layer.family,
+        "layer": layer.name,
+        "dtype": dtype_name,
+        "implementation": impl,
+        "mode": mode,
+        "median_s": seconds,
+        "tflops": flops / seconds / 1e12,
+        "compile_s": compile_s,
+        "temp_bytes": peak,
+        "flops": flops,
+        "shape": dataclasses.asdict(layer),
+    }
 
 
 def summarise(rows: list[dict], matmul_tflops: float) -> dict:
     """Ratios against lax and the issue's speed targets."""
-    by_key = {(r["layer"], r["dtype"], r["mode"], r["implementation"]): r
-              for r in rows if "median_s" in r}
+    by_key = {
+        (r["layer"], r["dtype"], r["mode"], r["implementation"]): r for r in rows if "median_s" in r
+    }
     for r in rows:
         if "median_s" not in r:
             continue
@@ -202,9 +237,15 @@ def summarise(rows: list[dict], matmul_tflops: float) -> dict:
         r["speedup_vs_lax"] = ref["median_s"] / r["median_s"] if ref else None
 
     def ours(family, mode, dtype="bfloat16"):
-        return [r for r in rows if r.get("family") == family and r.get("mode") == mode
-                and r.get("dtype") == dtype and r.get("implementation") == "pallas_triton"
-                and r.get("speedup_vs_lax")]
+        return [
+            r
+            for r in rows
+            if r.get("family") == family
+            and r.get("mode") == mode
+            and r.get("dtype") == dtype
+            and r.get("implementation") == "pallas_triton"
+            and r.get("speedup_vs_lax")
+        ]
 
     def gmean(xs):
         return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
@@ -225,51 +266,75 @@ def summarise(rows: list[dict], matmul_tflops: float) -> dict:
 
 
 def table(result: dict) -> str:
-    lines = [f"# GPU check: {result['device']} (jax {result['jax']})", "",
-             f"bf16 matmul rate: {result['matmul_tflops']:.1f} TFLOP/s; "
-             f"GPU tests: {result['tests'].get('summary', 'not run')}", "",
-             "| family | layer | dtype | mode | impl | ms | TFLOP/s | of matmul | vs lax "
-             "| compile s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# GPU check: {result['device']} (jax {result['jax']})",
+        "",
+        f"bf16 matmul rate: {result['matmul_tflops']:.1f} TFLOP/s; "
+        f"GPU tests: {result['tests'].get('summary', 'not run')}",
+        "",
+        "| family | layer | dtype | mode | impl | ms | TFLOP/s | of matmul | vs lax | compile s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
         if "median_s" not in r:
-            lines.append(f"| {r['family']} | {r['layer']} | {r['dtype']} | {r['mode']} | "
-                         f"{r['implementation']} | {r.get('skipped') or r.get('error')} "
-                         "| | | | |")
+            lines.append(
+                f"| {r['family']} | {r['layer']} | {r['dtype']} | {r['mode']} | "
+                f"{r['implementation']} | {r.get('skipped') or r.get('error')} "
+                "| | | | |"
+            )
             continue
         sp = r.get("speedup_vs_lax")
         lines.append(
             f"| {r['family']} | {r['layer']} | {r['dtype']} | {r['mode']} | "
             f"{r['implementation']} | {1e3 * r['median_s']:.3f} | {r['tflops']:.1f} | "
             f"{100 * r['fraction_of_matmul']:.0f}% | {'' if sp is None else f'{sp:.2f}x'} | "
-            f"{r['compile_s']:.1f} |")
+            f"{r['compile_s']:.1f} |"
+        )
     lines += ["", "| target | value | pass |", "|---|---|---|"]
     for name, t in result["targets"].items():
         v = t["value"]
-        lines.append(f"| {name} | {'n/a' if v is None else f'{v:.3f}'} | "
-                     f"{'PASS' if t['pass'] else 'FAIL'} |")
+        lines.append(
+            f"| {name} | {'n/a' if v is None else f'{v:.3f}'} | {'PASS' if t['pass'] else 'FAIL'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dry-run", action="store_true",
-                        help="CPU: interpret mode on tiny shapes (checks the script)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="results folder (default benchmarks/results; a temporary "
-                             "folder with --dry-run)")
-    parser.add_argument("--budget", type=float, default=450.0,
-                        help="seconds for the whole check; timings stop early past it")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="CPU: interpret mode on tiny shapes (checks the script)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results folder (default benchmarks/results; a temporary folder with --dry-run)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=450.0,
+        help="seconds for the whole check; timings stop early past it",
+    )
     parser.add_argument("--test-timeout", type=int, default=150)
     parser.add_argument("--skip-tests", action="store_true")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--families", nargs="*", default=None,
-                        help="only these layer families")
+    parser.add_argument("--families", nargs="*", default=None, help="only these layer families")
     parser.add_argument("--dtypes", nargs="*", default=["bfloat16", "float32"])
     args = parser.parse_args(argv)
     start = time.perf_counter()
 
     if args.dry_run:
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    # The tests run first, in their own process, before this process claims the GPU's
+    # memory (XLA preallocates most of it when the backend starts).
+    tests = {"summary": "skipped (--skip-tests)"}
+    if not args.skip_tests:
+        tests = run_tests(args.test_timeout)
+        print("GPU tests:", tests["summary"] or tests["tail"][-400:], flush=True)
+
     import jax
 
     sys.path.insert(0, str(ROOT))
@@ -279,27 +344,33 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run and device.platform != "gpu":
         print(f"no GPU (default device: {device}); use --dry-run on a CPU", file=sys.stderr)
         return 2
-    out_dir = args.out or (Path(tempfile.mkdtemp(prefix="gpu_check_")) if args.dry_run
-                           else ROOT / "benchmarks" / "results")
+    out_dir = args.out or (
+        Path(tempfile.mkdtemp(prefix="gpu_check_"))
+        if args.dry_run
+        else ROOT / "benchmarks" / "results"
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     repeats = args.repeats or (2 if args.dry_run else 20)
-
-    tests = {"summary": "skipped (--skip-tests)"}
-    if not args.skip_tests:
-        tests = run_tests(args.test_timeout)
-        print("GPU tests:", tests["summary"] or tests["tail"][-400:], flush=True)
     mm = matmul_rate(args.dry_run, repeats)
     print(f"bf16 matmul: {mm:.1f} TFLOP/s", flush=True)
 
-    layers = [lay.tiny() if args.dry_run else lay for lay in LAYERS
-              if args.families is None or lay.family in args.families]
+    layers = [
+        lay.tiny() if args.dry_run else lay
+        for lay in LAYERS
+        if args.families is None or lay.family in args.families
+    ]
     rows = []
     for dtype in args.dtypes:
         for layer in layers:
             for mode in ("forward", "forward+backward"):
                 for impl in IMPLEMENTATIONS:
-                    key = dict(family=layer.family, layer=layer.name, dtype=dtype,
-                               implementation=impl, mode=mode)
+                    key = dict(
+                        family=layer.family,
+                        layer=layer.name,
+                        dtype=dtype,
+                        implementation=impl,
+                        mode=mode,
+                    )
                     if time.perf_counter() - start > args.budget:
                         rows.append(dict(key, skipped="time budget spent"))
                         continue
@@ -308,19 +379,29 @@ def main(argv: list[str] | None = None) -> int:
                     except Exception as e:  # recorded, so one failure does not hide others
                         row = dict(key, error=f"{type(e).__name__}: {str(e)[:300]}")
                     rows.append(row)
-                    shown = (f"{1e3 * row['median_s']:.3f} ms {row['tflops']:.1f} TFLOP/s"
-                             if "median_s" in row else row.get("error"))
-                    print(f"{layer.name:24s} {dtype:8s} {mode:16s} {impl:14s} {shown}",
-                          flush=True)
+                    shown = (
+                        f"{1e3 * row['median_s']:.3f} ms {row['tflops']:.1f} TFLOP/s"
+                        if "median_s" in row
+                        else row.get("error")
+                    )
+                    print(f"{layer.name:24s} {dtype:8s} {mode:16s} {impl:14s} {shown}", flush=True)
 
     result = {
-        "device": getattr(device, "device_kind", str(device)), "platform": device.platform,
-        "jax": jax.__version__, "dry_run": args.dry_run, "matmul_tflops": mm, "tests": tests,
-        "rows": rows, "seconds": time.perf_counter() - start,
+        "device": getattr(device, "device_kind", str(device)),
+        "platform": device.platform,
+        "jax": jax.__version__,
+        "dry_run": args.dry_run,
+        "matmul_tflops": mm,
+        "tests": tests,
+        "rows": rows,
+        "seconds": time.perf_counter() - start,
     }
     result["targets"] = summarise(rows, mm)
-    tag = "dryrun" if args.dry_run else "".join(
-        c if c.isalnum() else "_" for c in result["device"]).strip("_").lower()
+    tag = (
+        "dryrun"
+        if args.dry_run
+        else "".join(c if c.isalnum() else "_" for c in result["device"]).strip("_").lower()
+    )
     (out_dir / f"gpu_check_{tag}.json").write_text(json.dumps(result, indent=1, default=str))
     md = table(result)
     (out_dir / f"gpu_check_{tag}.md").write_text(md)

@@ -5,6 +5,16 @@ Every way is checked against :func:`jax.lax.conv_general_dilated`.
 
 from jaxconv._src.api import conv, conv_general_dilated
 from jaxconv._src.dispatch import auto_order, implementations
+from jaxconv._src.pooling import avg_pool, global_avg_pool, global_max_pool, lp_pool, max_pool
+from jaxconv._src.receptive_field import (
+    Layer,
+    conv_layer,
+    cost_table,
+    pool_layer,
+    receptive_field,
+)
+from jaxconv._src.separable import depthwise_conv, depthwise_cost, separable_conv, separable_cost
+from jaxconv._src.signal import convolve, convolve2d, correlate, correlate2d
 from jaxconv._src.spec import (
     BOUNDARY_ALIASES,
     BOUNDARY_MODES,
@@ -13,10 +23,31 @@ from jaxconv._src.spec import (
     conv_cost,
     output_shape,
 )
+from jaxconv._src.transpose import conv_transpose, conv_transpose_torch
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Layer",
+    "avg_pool",
+    "conv_layer",
+    "conv_transpose",
+    "conv_transpose_torch",
+    "convolve",
+    "convolve2d",
+    "correlate",
+    "correlate2d",
+    "cost_table",
+    "depthwise_conv",
+    "depthwise_cost",
+    "global_avg_pool",
+    "global_max_pool",
+    "lp_pool",
+    "max_pool",
+    "pool_layer",
+    "receptive_field",
+    "separable_conv",
+    "separable_cost",
     "BOUNDARY_ALIASES",
     "BOUNDARY_MODES",
     "PADDING_WORDS",

@@ -47,8 +47,7 @@ TRANSPOSE_CASES = [
     (2, 2, 4, 2, (3, 4), (4, 3), 3, 1, 0, 2, 1, True, (8, 10)),
     (2, 1, 3, 2, (4, 4), (3, 3), 3, 0, 0, 1, 3, False, None),  # dilation 3, stride 3
     (3, 1, 2, 3, (3, 4, 3), (2, 3, 2), 2, 1, 1, 1, 1, True, None),
-    (3, 2, 4, 2, (3, 3, 2), (3, 2, 2), (1, 2, 2), (1, 0, 1), (0, 1, 0), 2, (2, 1, 1),
-     False, None),
+    (3, 2, 4, 2, (3, 3, 2), (3, 2, 2), (1, 2, 2), (1, 0, 1), (0, 1, 0), 2, (2, 1, 1), False, None),
     (3, 1, 2, 2, (2, 3, 3), (2, 2, 2), 2, 0, 0, 1, 1, False, (5, 6, 7)),
 ]
 
@@ -59,28 +58,59 @@ POOL_CASES = [
     ("max_pool", 1, (1, 2, 12), dict(kernel_size=3, stride=2, padding=1, dilation=2)),
     ("max_pool", 2, (2, 3, 7, 8), dict(kernel_size=2, stride=2)),
     ("max_pool", 2, (1, 2, 7, 8), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
-    ("max_pool", 2, (1, 2, 9, 7), dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 0),
-                                       dilation=(2, 3))),
+    (
+        "max_pool",
+        2,
+        (1, 2, 9, 7),
+        dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 0), dilation=(2, 3)),
+    ),
     ("max_pool", 2, (1, 1, 6, 6), dict(kernel_size=2, stride=4, ceil_mode=True)),
-    ("max_pool", 3, (1, 2, 5, 6, 5), dict(kernel_size=2, stride=2, padding=1,
-                                          ceil_mode=True)),
+    ("max_pool", 3, (1, 2, 5, 6, 5), dict(kernel_size=2, stride=2, padding=1, ceil_mode=True)),
     ("avg_pool", 1, (2, 3, 11), dict(kernel_size=3, stride=2, padding=1)),
-    ("avg_pool", 1, (1, 2, 10), dict(kernel_size=4, stride=3, padding=2, ceil_mode=True,
-                                     count_include_pad=False)),
-    ("avg_pool", 2, (2, 3, 7, 8), dict(kernel_size=3, stride=2, padding=1,
-                                       count_include_pad=True)),
-    ("avg_pool", 2, (2, 3, 7, 8), dict(kernel_size=3, stride=2, padding=1,
-                                       count_include_pad=False)),
-    ("avg_pool", 2, (1, 2, 7, 8), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True,
-                                       count_include_pad=True)),
-    ("avg_pool", 2, (1, 2, 8, 7), dict(kernel_size=(2, 3), stride=(3, 2), padding=(1, 1),
-                                       ceil_mode=True, count_include_pad=False)),
-    ("avg_pool", 2, (1, 2, 6, 6), dict(kernel_size=3, stride=2, padding=1,
-                                       divisor_override=5)),
-    ("avg_pool", 3, (1, 2, 5, 6, 5), dict(kernel_size=2, stride=2, padding=1,
-                                          ceil_mode=True, count_include_pad=True)),
-    ("avg_pool", 3, (1, 2, 5, 4, 5), dict(kernel_size=3, stride=2, padding=1,
-                                          count_include_pad=False)),
+    (
+        "avg_pool",
+        1,
+        (1, 2, 10),
+        dict(kernel_size=4, stride=3, padding=2, ceil_mode=True, count_include_pad=False),
+    ),
+    ("avg_pool", 2, (2, 3, 7, 8), dict(kernel_size=3, stride=2, padding=1, count_include_pad=True)),
+    (
+        "avg_pool",
+        2,
+        (2, 3, 7, 8),
+        dict(kernel_size=3, stride=2, padding=1, count_include_pad=False),
+    ),
+    (
+        "avg_pool",
+        2,
+        (1, 2, 7, 8),
+        dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=True),
+    ),
+    (
+        "avg_pool",
+        2,
+        (1, 2, 8, 7),
+        dict(
+            kernel_size=(2, 3),
+            stride=(3, 2),
+            padding=(1, 1),
+            ceil_mode=True,
+            count_include_pad=False,
+        ),
+    ),
+    ("avg_pool", 2, (1, 2, 6, 6), dict(kernel_size=3, stride=2, padding=1, divisor_override=5)),
+    (
+        "avg_pool",
+        3,
+        (1, 2, 5, 6, 5),
+        dict(kernel_size=2, stride=2, padding=1, ceil_mode=True, count_include_pad=True),
+    ),
+    (
+        "avg_pool",
+        3,
+        (1, 2, 5, 4, 5),
+        dict(kernel_size=3, stride=2, padding=1, count_include_pad=False),
+    ),
     ("lp_pool", 1, (2, 3, 10), dict(norm_type=2.0, kernel_size=3, stride=2)),
     ("lp_pool", 2, (1, 2, 7, 8), dict(norm_type=2.0, kernel_size=(2, 3), stride=(2, 1))),
     ("lp_pool", 2, (1, 2, 7, 8), dict(norm_type=3.0, kernel_size=2, stride=2)),
@@ -98,21 +128,47 @@ def _as_list(v):
 
 def make_transpose(rng: np.random.Generator) -> dict[str, np.ndarray]:
     arrays = {}
-    for i, (rank, n, cin, cout, spatial, window, stride, padding, out_pad, groups,
-            dilation, bias, output_size) in enumerate(TRANSPOSE_CASES):
+    for i, (
+        rank,
+        n,
+        cin,
+        cout,
+        spatial,
+        window,
+        stride,
+        padding,
+        out_pad,
+        groups,
+        dilation,
+        bias,
+        output_size,
+    ) in enumerate(TRANSPOSE_CASES):
         x = rng.standard_normal((n, cin) + spatial).astype(np.float32)
         w = rng.standard_normal((cin, cout // groups) + window).astype(np.float32)
         b = rng.standard_normal((cout,)).astype(np.float32) if bias else None
         if output_size is None:
             fn = getattr(F, f"conv_transpose{rank}d")
-            y = fn(torch.from_numpy(x), torch.from_numpy(w),
-                   None if b is None else torch.from_numpy(b), stride=stride,
-                   padding=padding, output_padding=out_pad, groups=groups,
-                   dilation=dilation)
+            y = fn(
+                torch.from_numpy(x),
+                torch.from_numpy(w),
+                None if b is None else torch.from_numpy(b),
+                stride=stride,
+                padding=padding,
+                output_padding=out_pad,
+                groups=groups,
+                dilation=dilation,
+            )
         else:
             mod = getattr(torch.nn, f"ConvTranspose{rank}d")(
-                cin, cout, window, stride=stride, padding=padding, groups=groups,
-                dilation=dilation, bias=bias)
+                cin,
+                cout,
+                window,
+                stride=stride,
+                padding=padding,
+                groups=groups,
+                dilation=dilation,
+                bias=bias,
+            )
             with torch.no_grad():
                 mod.weight.copy_(torch.from_numpy(w))
                 if bias:
@@ -124,11 +180,17 @@ def make_transpose(rng: np.random.Generator) -> dict[str, np.ndarray]:
         if b is not None:
             arrays[f"{key}_b"] = b
         arrays[f"{key}_y"] = y.detach().numpy()
-        arrays[f"{key}_args"] = _json(dict(
-            op=f"conv_transpose{rank}d", stride=_as_list(stride), padding=_as_list(padding),
-            output_padding=None if output_size is not None else _as_list(out_pad),
-            groups=groups, dilation=_as_list(dilation),
-            output_size=None if output_size is None else list(output_size)))
+        arrays[f"{key}_args"] = _json(
+            dict(
+                op=f"conv_transpose{rank}d",
+                stride=_as_list(stride),
+                padding=_as_list(padding),
+                output_padding=None if output_size is not None else _as_list(out_pad),
+                groups=groups,
+                dilation=_as_list(dilation),
+                output_size=None if output_size is None else list(output_size),
+            )
+        )
     return arrays
 
 
@@ -143,8 +205,9 @@ def make_pooling(rng: np.random.Generator) -> dict[str, np.ndarray]:
         key = f"c{i:02d}"
         arrays[f"{key}_x"] = x
         arrays[f"{key}_y"] = y.detach().numpy()
-        arrays[f"{key}_args"] = _json(dict(op=op, rank=rank, **{
-            k: _as_list(v) for k, v in kwargs.items()}))
+        arrays[f"{key}_args"] = _json(
+            dict(op=op, rank=rank, **{k: _as_list(v) for k, v in kwargs.items()})
+        )
     return arrays
 
 
@@ -159,8 +222,10 @@ def main() -> None:
     for name, arrays in files.items():
         path = OUT_DIR / name
         np.savez_compressed(path, torch_version=np.array(torch.__version__), **arrays)
-        print(f"wrote {path} ({path.stat().st_size} bytes, "
-              f"{sum(1 for k in arrays if k.endswith('_args'))} cases)")
+        print(
+            f"wrote {path} ({path.stat().st_size} bytes, "
+            f"{sum(1 for k in arrays if k.endswith('_args'))} cases)"
+        )
 
 
 if __name__ == "__main__":

@@ -80,8 +80,16 @@ CONV_CASES = {
 def test_conv_drop_in(case, impl):
     k, s, p, ld, kd, g, shape = CONV_CASES[case]
     use_bias = list(CONV_CASES).index(case) % 4 != 1
-    kw = dict(features=8, kernel_size=k, strides=s, padding=p, input_dilation=ld,
-              kernel_dilation=kd, feature_group_count=g, use_bias=use_bias)
+    kw = dict(
+        features=8,
+        kernel_size=k,
+        strides=s,
+        padding=p,
+        input_dilation=ld,
+        kernel_dilation=kd,
+        feature_group_count=g,
+        use_bias=use_bias,
+    )
     check_drop_in(jnn.Conv(**kw, implementation=impl), fnn.Conv(**kw), rand(shape))
 
 
@@ -89,22 +97,30 @@ def test_conv_drop_in(case, impl):
 def test_conv_mask_precision_inits(impl):
     x = rand((2, 7, 7, 3))
     mask = jnp.asarray(np.random.default_rng(0).random((3, 3, 3, 5)) > 0.4)
-    kw = dict(features=5, kernel_size=(3, 3), mask=mask, precision="highest",
-              kernel_init=fnn.initializers.normal(0.3),
-              bias_init=fnn.initializers.uniform(0.5))
+    kw = dict(
+        features=5,
+        kernel_size=(3, 3),
+        mask=mask,
+        precision="highest",
+        kernel_init=fnn.initializers.normal(0.3),
+        bias_init=fnn.initializers.uniform(0.5),
+    )
     check_drop_in(jnn.Conv(**kw, implementation=impl), fnn.Conv(**kw), x)
 
 
-@pytest.mark.parametrize("dtype,param_dtype,impl", [
-    (jnp.bfloat16, jnp.float32, "taps"), (None, jnp.bfloat16, "im2col"),
-    (jnp.float16, jnp.float16, "xla"),
-])
+@pytest.mark.parametrize(
+    "dtype,param_dtype,impl",
+    [
+        (jnp.bfloat16, jnp.float32, "taps"),
+        (None, jnp.bfloat16, "im2col"),
+        (jnp.float16, jnp.float16, "xla"),
+    ],
+)
 def test_conv_dtypes(dtype, param_dtype, impl):
     x = rand((2, 8, 8, 3))
     kw = dict(features=4, kernel_size=(3, 3), dtype=dtype, param_dtype=param_dtype)
     out_dtype = jnp.dtype(dtype or param_dtype)
-    check_drop_in(jnn.Conv(**kw, implementation=impl), fnn.Conv(**kw), x,
-                  tol=tolerance(out_dtype))
+    check_drop_in(jnn.Conv(**kw, implementation=impl), fnn.Conv(**kw), x, tol=tolerance(out_dtype))
 
 
 def test_conv_errors():
@@ -114,8 +130,9 @@ def test_conv_errors():
     with pytest.raises(ValueError, match="implementation"):
         jnn.Conv(4, (3, 3), implementation="nope").init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="not both"):
-        jnn.Conv(4, (3, 3), implementation="taps",
-                 conv_general_dilated=jax.lax.conv_general_dilated)
+        jnn.Conv(
+            4, (3, 3), implementation="taps", conv_general_dilated=jax.lax.conv_general_dilated
+        )
     with pytest.raises(ValueError, match="feature_group_count"):
         jnn.Conv(4, (3, 3), feature_group_count=2).init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="spatial"):
@@ -156,59 +173,98 @@ TRANSPOSE_CASES = {
 def test_conv_transpose_drop_in(case, impl):
     k, s, p, kd, tk, shape = TRANSPOSE_CASES[case]
     use_bias = list(TRANSPOSE_CASES).index(case) % 4 != 1
-    kw = dict(features=4, kernel_size=k, strides=s, padding=p, kernel_dilation=kd,
-              transpose_kernel=tk, use_bias=use_bias)
-    check_drop_in(jnn.ConvTranspose(**kw, implementation=impl), fnn.ConvTranspose(**kw),
-                  rand(shape))
+    kw = dict(
+        features=4,
+        kernel_size=k,
+        strides=s,
+        padding=p,
+        kernel_dilation=kd,
+        transpose_kernel=tk,
+        use_bias=use_bias,
+    )
+    check_drop_in(
+        jnn.ConvTranspose(**kw, implementation=impl), fnn.ConvTranspose(**kw), rand(shape)
+    )
 
 
 def test_conv_transpose_mask_dtype():
     x = rand((2, 5, 5, 3))
     mask = jnp.asarray(np.random.default_rng(1).random((3, 3, 3, 4)) > 0.3)
-    kw = dict(features=4, kernel_size=(3, 3), strides=(2, 2), mask=mask,
-              dtype=jnp.bfloat16, preferred_element_type=jnp.float32)
-    check_drop_in(jnn.ConvTranspose(**kw, implementation="taps"), fnn.ConvTranspose(**kw),
-                  x, tol=tolerance(jnp.bfloat16))
+    kw = dict(
+        features=4,
+        kernel_size=(3, 3),
+        strides=(2, 2),
+        mask=mask,
+        dtype=jnp.bfloat16,
+        preferred_element_type=jnp.float32,
+    )
+    check_drop_in(
+        jnn.ConvTranspose(**kw, implementation="taps"),
+        fnn.ConvTranspose(**kw),
+        x,
+        tol=tolerance(jnp.bfloat16),
+    )
 
 
 @pytest.mark.parametrize("tk", [False, True])
 def test_conv_transpose_groups_is_per_group_flax(tk):
     G, C, O = 2, 4, 6
     x = rand((2, 5, 6, C))
-    layer = jnn.ConvTranspose(O, (3, 3), (2, 2), padding="SAME", transpose_kernel=tk,
-                              feature_group_count=G, implementation="taps")
+    layer = jnn.ConvTranspose(
+        O,
+        (3, 3),
+        (2, 2),
+        padding="SAME",
+        transpose_kernel=tk,
+        feature_group_count=G,
+        implementation="taps",
+    )
     v = layer.init(jax.random.key(0), x)
     k = v["params"]["kernel"]
     assert k.shape == ((3, 3, O // G, C) if tk else (3, 3, C // G, O))
     parts = []
     for g in range(G):
-        xg = x[..., g * C // G:(g + 1) * C // G]
-        kg = (k[..., g * C // G:(g + 1) * C // G] if tk
-              else k[..., g * O // G:(g + 1) * O // G])
-        flax_g = fnn.ConvTranspose(O // G, (3, 3), (2, 2), padding="SAME",
-                                   transpose_kernel=tk, use_bias=False)
+        xg = x[..., g * C // G : (g + 1) * C // G]
+        kg = k[..., g * C // G : (g + 1) * C // G] if tk else k[..., g * O // G : (g + 1) * O // G]
+        flax_g = fnn.ConvTranspose(
+            O // G, (3, 3), (2, 2), padding="SAME", transpose_kernel=tk, use_bias=False
+        )
         parts.append(flax_g.apply({"params": {"kernel": kg}}, xg))
     expected = jnp.concatenate(parts, -1) + v["params"]["bias"]
     assert_close(layer.apply(v, x), expected)
 
 
-@pytest.mark.parametrize("stride,pad,out_pad,dil", [(2, 1, 1, 1), (3, 0, 2, 1),
-                                                     (2, 2, 0, 2), (1, 1, 0, 1)])
+@pytest.mark.parametrize(
+    "stride,pad,out_pad,dil", [(2, 1, 1, 1), (3, 0, 2, 1), (2, 2, 0, 2), (1, 1, 0, 1)]
+)
 def test_conv_transpose_torch_convention(stride, pad, out_pad, dil):
     """PyTorch's meaning: out = (in - 1) s - 2 p + d (k - 1) + output_padding + 1, the
     same numbers as Flax with the equivalent explicit pads of the dilated input."""
     k, n_in = 3, 6
     x = rand((2, n_in, n_in, 3))
-    layer = jnn.ConvTranspose(5, (k, k), (stride, stride), padding=pad,
-                              output_padding=out_pad, kernel_dilation=(dil, dil),
-                              transpose_kernel=True, padding_convention="torch")
+    layer = jnn.ConvTranspose(
+        5,
+        (k, k),
+        (stride, stride),
+        padding=pad,
+        output_padding=out_pad,
+        kernel_dilation=(dil, dil),
+        transpose_kernel=True,
+        padding_convention="torch",
+    )
     v = layer.init(jax.random.key(0), x)
     y = layer.apply(v, x)
     size = (n_in - 1) * stride - 2 * pad + dil * (k - 1) + out_pad + 1
     assert y.shape == (2, size, size, 5)
     e = dil * (k - 1) - pad
-    flax_layer = fnn.ConvTranspose(5, (k, k), (stride, stride), padding=[(e, e + out_pad)] * 2,
-                                   kernel_dilation=(dil, dil), transpose_kernel=True)
+    flax_layer = fnn.ConvTranspose(
+        5,
+        (k, k),
+        (stride, stride),
+        padding=[(e, e + out_pad)] * 2,
+        kernel_dilation=(dil, dil),
+        transpose_kernel=True,
+    )
     assert_close(y, flax_layer.apply(v, x))
 
 
@@ -217,11 +273,13 @@ def test_conv_transpose_errors():
     with pytest.raises(ValueError, match="padding_convention"):
         jnn.ConvTranspose(3, (3, 3), padding_convention="keras").init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="padding"):
-        jnn.ConvTranspose(3, (3, 3), padding="SAME",
-                          padding_convention="torch").init(jax.random.key(0), x)
+        jnn.ConvTranspose(3, (3, 3), padding="SAME", padding_convention="torch").init(
+            jax.random.key(0), x
+        )
     with pytest.raises(ValueError, match="output_padding"):
-        jnn.ConvTranspose(3, (3, 3), (2, 2), padding="CIRCULAR",
-                          output_padding=1).init(jax.random.key(0), x)
+        jnn.ConvTranspose(3, (3, 3), (2, 2), padding="CIRCULAR", output_padding=1).init(
+            jax.random.key(0), x
+        )
     with pytest.raises(ValueError, match="feature_group_count"):
         jnn.ConvTranspose(3, (3, 3), feature_group_count=2).init(jax.random.key(0), x)
 
@@ -245,12 +303,16 @@ def test_depthwise_is_flax_grouped_conv(case, impl):
     k, m, s, p, kd, shape = DEPTHWISE_CASES[case]
     C = shape[-1]
     kw = dict(kernel_size=k, strides=s, padding=p, kernel_dilation=kd)
-    check_drop_in(jnn.DepthwiseConv(depth_multiplier=m, **kw, implementation=impl),
-                  fnn.Conv(features=C * m, feature_group_count=C, **kw), rand(shape))
+    check_drop_in(
+        jnn.DepthwiseConv(depth_multiplier=m, **kw, implementation=impl),
+        fnn.Conv(features=C * m, feature_group_count=C, **kw),
+        rand(shape),
+    )
 
 
-@pytest.mark.parametrize("case,impl", rotated(["same", "mult2-s2", "circular",
-                                               "causal-1d", "two-batch-dims"]))
+@pytest.mark.parametrize(
+    "case,impl", rotated(["same", "mult2-s2", "circular", "causal-1d", "two-batch-dims"])
+)
 def test_separable_is_flax_depthwise_then_pointwise(case, impl):
     k, m, s, p, kd, shape = DEPTHWISE_CASES[case]
     C, n = shape[-1], len(k)
@@ -258,8 +320,16 @@ def test_separable_is_flax_depthwise_then_pointwise(case, impl):
     class FlaxSeparable(fnn.Module):
         @fnn.compact
         def __call__(self, x):
-            x = fnn.Conv(C * m, k, s, p, kernel_dilation=kd, feature_group_count=C,
-                         use_bias=False, name="depthwise")(x)
+            x = fnn.Conv(
+                C * m,
+                k,
+                s,
+                p,
+                kernel_dilation=kd,
+                feature_group_count=C,
+                use_bias=False,
+                name="depthwise",
+            )(x)
             return fnn.Conv(5, (1,) * n, name="pointwise")(x)
 
     x = rand(shape)
@@ -268,10 +338,11 @@ def test_separable_is_flax_depthwise_then_pointwise(case, impl):
     assert v["depthwise_kernel"].shape == tuple(k) + (1, C * m)
     assert v["pointwise_kernel"].shape == (1,) * n + (C * m, 5)
     v = jax.tree.map(lambda a: a + 0.1 * rand(a.shape, 3), v)
-    flax_params = {"depthwise": {"kernel": v["depthwise_kernel"]},
-                   "pointwise": {"kernel": v["pointwise_kernel"], "bias": v["bias"]}}
-    assert_close(ours.apply({"params": v}, x),
-                 FlaxSeparable().apply({"params": flax_params}, x))
+    flax_params = {
+        "depthwise": {"kernel": v["depthwise_kernel"]},
+        "pointwise": {"kernel": v["pointwise_kernel"], "bias": v["bias"]},
+    }
+    assert_close(ours.apply({"params": v}, x), FlaxSeparable().apply({"params": flax_params}, x))
 
 
 # ----------------------------------------------------------------------------- pooling
@@ -289,15 +360,17 @@ POOL_CASES = {
 def test_pooling_is_flax_pooling(case, impl):
     w, s, p, shape = POOL_CASES[case]
     x = rand(shape)
-    assert_close(jnn.MaxPool(w, s, p, implementation=impl).apply({}, x),
-                 fnn.max_pool(x, w, s, p))
+    assert_close(jnn.MaxPool(w, s, p, implementation=impl).apply({}, x), fnn.max_pool(x, w, s, p))
     for cip in (True, False):
-        assert_close(jnn.AvgPool(w, s, p, cip, implementation=impl).apply({}, x),
-                     fnn.avg_pool(x, w, s, p, count_include_pad=cip))
+        assert_close(
+            jnn.AvgPool(w, s, p, cip, implementation=impl).apply({}, x),
+            fnn.avg_pool(x, w, s, p, count_include_pad=cip),
+        )
     for norm in (2.0, 3.0):
         expected = (fnn.avg_pool(jnp.abs(x) ** norm, w, s, p) * np.prod(w)) ** (1 / norm)
-        assert_close(jnn.LpPool(norm, w, s, p, implementation=impl).apply({}, x), expected,
-                     tol=1e-5)
+        assert_close(
+            jnn.LpPool(norm, w, s, p, implementation=impl).apply({}, x), expected, tol=1e-5
+        )
 
 
 @pytest.mark.parametrize("impl", ["taps", "im2col"])
@@ -320,17 +393,22 @@ def spy(monkeypatch):
         seen.append(spec)
         return xla_impl.conv(lhs, rhs, spec)
 
-    monkeypatch.setitem(dispatch._REGISTRY, "spy",
-                        dispatch.Implementation("spy", conv, xla_impl.supports))
+    monkeypatch.setitem(
+        dispatch._REGISTRY, "spy", dispatch.Implementation("spy", conv, xla_impl.supports)
+    )
     return seen
 
 
-@pytest.mark.parametrize("make", [
-    lambda: jnn.Conv(4, (3, 3), implementation="spy"),
-    lambda: jnn.ConvTranspose(4, (3, 3), (2, 2), implementation="spy"),
-    lambda: jnn.DepthwiseConv((3, 3), 2, implementation="spy"),
-    lambda: jnn.SeparableConv(4, (3, 3), implementation="spy"),
-], ids=["Conv", "ConvTranspose", "DepthwiseConv", "SeparableConv"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: jnn.Conv(4, (3, 3), implementation="spy"),
+        lambda: jnn.ConvTranspose(4, (3, 3), (2, 2), implementation="spy"),
+        lambda: jnn.DepthwiseConv((3, 3), 2, implementation="spy"),
+        lambda: jnn.SeparableConv(4, (3, 3), implementation="spy"),
+    ],
+    ids=["Conv", "ConvTranspose", "DepthwiseConv", "SeparableConv"],
+)
 def test_implementation_reaches_dispatch(spy, make):
     x = rand((2, 6, 6, 3))
     layer = make()
@@ -338,6 +416,28 @@ def test_implementation_reaches_dispatch(spy, make):
     spy.clear()
     jax.jit(layer.apply)(v, x)
     assert spy and all(s.lhs_dtype == np.float32 for s in spy)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_pooling_grad_under_jit_is_flax(impl):
+    x = rand((2, 6, 7, 3))
+
+    def loss(pool):
+        return lambda x: jnp.sum(jnp.sin(pool(x)))
+
+    layers = [
+        (
+            jnn.MaxPool((2, 2), (2, 2), "SAME", implementation=impl),
+            lambda x: fnn.max_pool(x, (2, 2), (2, 2), "SAME"),
+        ),
+        (
+            jnn.AvgPool((3, 3), (2, 1), "SAME", implementation=impl),
+            lambda x: fnn.avg_pool(x, (3, 3), (2, 1), "SAME"),
+        ),
+    ]
+    for ours, theirs in layers:
+        g = jax.jit(jax.grad(loss(lambda x: ours.apply({}, x))))(x)
+        assert_close(g, jax.grad(loss(theirs))(x))
 
 
 def test_pooling_implementation_is_checked():
@@ -372,8 +472,9 @@ def test_jit_grad_vmap_of_apply(impl):
 @pytest.mark.parametrize("impl", ["taps"])
 def test_nn_vmap_over_a_stack_of_models(impl):
     def stack(cls, **kw):
-        return fnn.vmap(cls, variable_axes={"params": 0}, split_rngs={"params": True},
-                        in_axes=0, out_axes=0)(features=4, kernel_size=(3, 3), **kw)
+        return fnn.vmap(
+            cls, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=0, out_axes=0
+        )(features=4, kernel_size=(3, 3), **kw)
 
     xs = rand((3, 2, 6, 6, 2))  # 3 models, each on its own batch of 2
     ours, theirs = stack(jnn.Conv, implementation=impl), stack(fnn.Conv)
@@ -398,8 +499,9 @@ class Block(fnn.Module):
 @pytest.mark.parametrize("impl", ["im2col"])
 def test_nn_scan_over_repeated_layers(impl):
     def scanned(conv, kw=()):
-        return fnn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True},
-                        length=4)(conv, kw)
+        return fnn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True}, length=4)(
+            conv, kw
+        )
 
     x = rand((2, 6, 6, 3))
     ours = scanned(jnn.Conv, (("implementation", impl),))
@@ -427,4 +529,3 @@ def test_modules_inside_a_model_keep_flax_names():
     assert_same_tree(Net(jnn).init(jax.random.key(0), x), v)
     assert sorted(v["params"]) == ["ConvTranspose_0", "Conv_0", "Conv_1"]
     assert_close(Net(jnn).apply(v, x), Net(fnn).apply(v, x))
-

@@ -5,6 +5,7 @@ stack of models, nnx.scan over repeated layers)."""
 
 from __future__ import annotations
 
+import flax.linen as fnn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,7 +22,6 @@ from test_flax_linen import (
     rotated,
 )
 
-import flax.linen as fnn
 import jaxconv.nnx as jnnx
 from jaxconv._src.reference import tolerance
 
@@ -61,22 +61,33 @@ def check_drop_in(ours, theirs, x, tol=TOL32):
 def test_conv_drop_in(case, impl):
     k, s, p, ld, kd, g, shape = CONV_CASES[case]
     use_bias = list(CONV_CASES).index(case) % 4 != 2
-    kw = dict(padding=p, input_dilation=ld, kernel_dilation=kd, feature_group_count=g,
-              use_bias=use_bias)
+    kw = dict(
+        padding=p, input_dilation=ld, kernel_dilation=kd, feature_group_count=g, use_bias=use_bias
+    )
     C = shape[-1]
     ours = jnnx.Conv(C, 8, k, s, **kw, implementation=impl, rngs=nnx.Rngs(3))
     theirs = nnx.Conv(C, 8, k, s, **kw, rngs=nnx.Rngs(3))
     check_drop_in(ours, theirs, rand(shape))
 
 
-@pytest.mark.parametrize("dtype,param_dtype,impl", [
-    (jnp.bfloat16, jnp.float32, "im2col"), (jnp.float16, jnp.float16, "taps"),
-])
+@pytest.mark.parametrize(
+    "dtype,param_dtype,impl",
+    [
+        (jnp.bfloat16, jnp.float32, "im2col"),
+        (jnp.float16, jnp.float16, "taps"),
+    ],
+)
 def test_conv_dtypes_mask_preferred_element_type(dtype, param_dtype, impl):
     x = rand((2, 7, 7, 3))
     mask = jnp.asarray(np.random.default_rng(0).random((3, 3, 3, 4)) > 0.4)
-    kw = dict(mask=mask, dtype=dtype, param_dtype=param_dtype, precision="highest",
-              kernel_init=nnx.initializers.normal(0.3), preferred_element_type=jnp.float32)
+    kw = dict(
+        mask=mask,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        precision="highest",
+        kernel_init=nnx.initializers.normal(0.3),
+        preferred_element_type=jnp.float32,
+    )
     ours = jnnx.Conv(3, 4, (3, 3), **kw, implementation=impl, rngs=nnx.Rngs(0))
     theirs = nnx.Conv(3, 4, (3, 3), **kw, rngs=nnx.Rngs(0))
     check_drop_in(ours, theirs, x, tol=tolerance(dtype))
@@ -86,8 +97,14 @@ def test_conv_errors():
     with pytest.raises(ValueError, match="feature_group_count"):
         jnnx.Conv(3, 4, (3, 3), feature_group_count=2, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="not both"):
-        jnnx.Conv(3, 4, (3, 3), implementation="taps",
-                  conv_general_dilated=jax.lax.conv_general_dilated, rngs=nnx.Rngs(0))
+        jnnx.Conv(
+            3,
+            4,
+            (3, 3),
+            implementation="taps",
+            conv_general_dilated=jax.lax.conv_general_dilated,
+            rngs=nnx.Rngs(0),
+        )
     layer = jnnx.Conv(3, 4, (3, 3), implementation="nope", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="implementation"):
         layer(rand((1, 5, 5, 3)))
@@ -96,8 +113,12 @@ def test_conv_errors():
 @pytest.mark.parametrize("case,impl", rotated(list(TRANSPOSE_CASES)))
 def test_conv_transpose_drop_in(case, impl):
     k, s, p, kd, tk, shape = TRANSPOSE_CASES[case]
-    kw = dict(padding=p, kernel_dilation=kd, transpose_kernel=tk,
-              use_bias=list(TRANSPOSE_CASES).index(case) % 3 != 1)
+    kw = dict(
+        padding=p,
+        kernel_dilation=kd,
+        transpose_kernel=tk,
+        use_bias=list(TRANSPOSE_CASES).index(case) % 3 != 1,
+    )
     C = shape[-1]
     ours = jnnx.ConvTranspose(C, 4, k, s, **kw, implementation=impl, rngs=nnx.Rngs(2))
     theirs = nnx.ConvTranspose(C, 4, k, s, **kw, rngs=nnx.Rngs(2))
@@ -106,18 +127,35 @@ def test_conv_transpose_drop_in(case, impl):
 
 def test_conv_transpose_torch_convention_and_groups():
     x = rand((2, 5, 5, 4))
-    layer = jnnx.ConvTranspose(4, 6, (3, 3), (2, 2), padding=1, output_padding=1,
-                               transpose_kernel=True, padding_convention="torch",
-                               feature_group_count=2, rngs=nnx.Rngs(0))
+    layer = jnnx.ConvTranspose(
+        4,
+        6,
+        (3, 3),
+        (2, 2),
+        padding=1,
+        output_padding=1,
+        transpose_kernel=True,
+        padding_convention="torch",
+        feature_group_count=2,
+        rngs=nnx.Rngs(0),
+    )
     assert layer.kernel.shape == (3, 3, 3, 4)
     y = layer(x)
     assert y.shape == (2, 10, 10, 6)  # (5 - 1) * 2 - 2 + 2 + 1 + 1
     parts = []
     for g in range(2):
-        flax_g = nnx.ConvTranspose(2, 3, (3, 3), (2, 2), padding=[(1, 2)] * 2,
-                                   transpose_kernel=True, use_bias=False, rngs=nnx.Rngs(0))
-        flax_g.kernel[...] = layer.kernel[..., 2 * g:2 * g + 2]
-        parts.append(flax_g(x[..., 2 * g:2 * g + 2]))
+        flax_g = nnx.ConvTranspose(
+            2,
+            3,
+            (3, 3),
+            (2, 2),
+            padding=[(1, 2)] * 2,
+            transpose_kernel=True,
+            use_bias=False,
+            rngs=nnx.Rngs(0),
+        )
+        flax_g.kernel[...] = layer.kernel[..., 2 * g : 2 * g + 2]
+        parts.append(flax_g(x[..., 2 * g : 2 * g + 2]))
     assert_close(y, jnp.concatenate(parts, -1) + layer.bias[...])
 
 
@@ -125,10 +163,12 @@ def test_conv_transpose_torch_convention_and_groups():
 def test_depthwise_is_flax_grouped_conv(case, impl):
     k, m, s, p, kd, shape = DEPTHWISE_CASES[case]
     C = shape[-1]
-    ours = jnnx.DepthwiseConv(C, k, m, s, padding=p, kernel_dilation=kd,
-                              implementation=impl, rngs=nnx.Rngs(4))
-    theirs = nnx.Conv(C, C * m, k, s, padding=p, kernel_dilation=kd, feature_group_count=C,
-                      rngs=nnx.Rngs(4))
+    ours = jnnx.DepthwiseConv(
+        C, k, m, s, padding=p, kernel_dilation=kd, implementation=impl, rngs=nnx.Rngs(4)
+    )
+    theirs = nnx.Conv(
+        C, C * m, k, s, padding=p, kernel_dilation=kd, feature_group_count=C, rngs=nnx.Rngs(4)
+    )
     check_drop_in(ours, theirs, rand(shape))
 
 
@@ -136,12 +176,22 @@ def test_depthwise_is_flax_grouped_conv(case, impl):
 def test_separable_is_flax_depthwise_then_pointwise(case, impl):
     k, m, s, p, kd, shape = DEPTHWISE_CASES[case]
     C, n = shape[-1], len(k)
-    ours = jnnx.SeparableConv(C, 5, k, m, s, padding=p, kernel_dilation=kd,
-                              implementation=impl, rngs=nnx.Rngs(0))
+    ours = jnnx.SeparableConv(
+        C, 5, k, m, s, padding=p, kernel_dilation=kd, implementation=impl, rngs=nnx.Rngs(0)
+    )
     state = perturbed_state(ours, 3)
     nnx.update(ours, state)
-    dw = nnx.Conv(C, C * m, k, s, padding=p, kernel_dilation=kd, feature_group_count=C,
-                  use_bias=False, rngs=nnx.Rngs(0))
+    dw = nnx.Conv(
+        C,
+        C * m,
+        k,
+        s,
+        padding=p,
+        kernel_dilation=kd,
+        feature_group_count=C,
+        use_bias=False,
+        rngs=nnx.Rngs(0),
+    )
     pw = nnx.Conv(C * m, 5, (1,) * n, rngs=nnx.Rngs(0))
     dw.kernel[...] = ours.depthwise_kernel[...]
     pw.kernel[...] = ours.pointwise_kernel[...]
@@ -155,8 +205,10 @@ def test_pooling_is_flax_pooling(case, impl):
     w, s, p, shape = POOL_CASES[case]
     x = rand(shape)
     assert_close(jnnx.MaxPool(w, s, p, implementation=impl)(x), nnx.max_pool(x, w, s, p))
-    assert_close(jnnx.AvgPool(w, s, p, False, implementation=impl)(x),
-                 nnx.avg_pool(x, w, s, p, count_include_pad=False))
+    assert_close(
+        jnnx.AvgPool(w, s, p, False, implementation=impl)(x),
+        nnx.avg_pool(x, w, s, p, count_include_pad=False),
+    )
     expected = (fnn.avg_pool(x**2, w, s, p) * np.prod(w)) ** 0.5
     assert_close(jnnx.LpPool(2.0, w, s, p, implementation=impl)(x), expected, tol=1e-5)
     if len(shape) == len(w) + 2:
@@ -171,8 +223,7 @@ def test_pooling_is_flax_pooling(case, impl):
 @pytest.mark.parametrize("impl", ["taps", "im2col"])
 def test_jit_grad_and_vmap_over_a_batch(impl):
     x = rand((4, 7, 7, 3))
-    ours = jnnx.Conv(3, 5, (3, 3), 2, padding="REFLECT", implementation=impl,
-                     rngs=nnx.Rngs(0))
+    ours = jnnx.Conv(3, 5, (3, 3), 2, padding="REFLECT", implementation=impl, rngs=nnx.Rngs(0))
     theirs = nnx.Conv(3, 5, (3, 3), 2, padding="REFLECT", rngs=nnx.Rngs(0))
 
     def loss(m, x):
@@ -218,8 +269,9 @@ def test_nnx_vmap_over_a_stack_of_models(impl):
 
 @pytest.mark.parametrize("impl", ["im2col"])
 def test_nnx_scan_over_repeated_layers(impl):
-    ours = _stack(lambda r: jnnx.Conv(3, 3, (3, 3), padding="CIRCULAR",
-                                      implementation=impl, rngs=r), n=4)
+    ours = _stack(
+        lambda r: jnnx.Conv(3, 3, (3, 3), padding="CIRCULAR", implementation=impl, rngs=r), n=4
+    )
     theirs = _stack(lambda r: nnx.Conv(3, 3, (3, 3), padding="CIRCULAR", rngs=r), n=4)
 
     @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)

@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
-import numpy as np
+from unittest import mock
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from hypothesis import Phase, given, settings
 
@@ -29,20 +31,23 @@ NCHW = default_dimension_numbers(2, channels_last=False)
 
 #: Named classes: (lhs shape, rhs shape, lax-style keyword arguments), NHWC/HWIO unless
 #: ``dimension_numbers`` says otherwise. Tiny: interpret mode compiles every grid loop.
+#: Dense classes have ``taps * C > FOLD_MAX_LANES`` so that they take the tap-shift path;
+#: ``stem`` (3 channels) takes the taps-in-lanes path.
 CASES = {
-    "dense1d_stride": ((2, 9, 3), (3, 3, 5), dict(window_strides=2, padding=((1, 2),))),
-    "dense2d_dilated": ((2, 7, 8, 3), (3, 3, 3, 4),
+    "dense1d_stride": ((2, 9, 96), (3, 96, 5), dict(window_strides=2, padding=((1, 2),))),
+    "dense2d_dilated": ((2, 7, 8, 32), (3, 3, 32, 4),
                         dict(window_strides=(2, 1), rhs_dilation=(1, 2), padding="SAME")),
-    "dense3d": ((1, 4, 5, 6, 2), (2, 3, 2, 2, 3),
+    "dense3d": ((1, 4, 5, 6, 24), (2, 3, 2, 24, 3),
                 dict(window_strides=(1, 2, 1), padding=((1, 0), (1, 1), (0, 1)))),
     "grouped": ((2, 6, 6, 4), (3, 3, 2, 6), dict(padding="SAME", feature_group_count=2)),
     "depthwise": ((2, 6, 7, 4), (3, 3, 1, 8),
                   dict(window_strides=2, padding=((1, 1), (0, 1)), feature_group_count=4)),
-    "transposed": ((2, 4, 5, 3), (3, 3, 3, 4),
+    "transposed": ((2, 4, 5, 32), (3, 3, 32, 4),
                    dict(lhs_dilation=(2, 2), padding=((2, 2), (1, 2)))),
     "batch_groups": ((4, 5, 3), (3, 3, 4), dict(padding="SAME", batch_group_count=2)),
-    "nchw_crop": ((2, 3, 7, 6), (4, 3, 3, 3),
+    "nchw_crop": ((2, 32, 7, 6), (4, 32, 3, 3),
                   dict(padding=((-1, 2), (1, 1)), dimension_numbers=NCHW)),
+    "stem": ((2, 11, 10, 3), (3, 3, 3, 6), dict(window_strides=2, padding="SAME")),
 }
 
 #: Classes also run forward and backward in bfloat16 (all of them lower in both dtypes).
@@ -55,6 +60,12 @@ def _spec(name: str, dtype=np.float32, **extra) -> ConvSpec:
     dn = kwargs.pop("dimension_numbers", default_dimension_numbers(len(lhs_shape) - 2))
     return ConvSpec.create(lhs_shape, rhs_shape, dimension_numbers=dn, lhs_dtype=dtype,
                            **kwargs)
+
+
+def tap_shifts_only():
+    """Turn off the taps-in-lanes folding (random specs have few channels and would
+    otherwise mostly take it)."""
+    return mock.patch.object(blocks, "FOLD_MAX_LANES", 0)
 
 
 @pytest.fixture
@@ -111,11 +122,12 @@ FAST = dict(derandomize=True, phases=(Phase.explicit, Phase.generate))
 @settings(max_examples=5, **FAST)
 @given(spec=conv_specs(max_size=6))
 def test_forward_random(spec):
-    with K.tpu_interpret_mode():
+    with K.tpu_interpret_mode(), tap_shifts_only():
         _check_forward(spec)
 
 
-@pytest.mark.parametrize("name", ["dense2d_dilated", "depthwise", "transposed", "batch_groups"])
+@pytest.mark.parametrize(
+    "name", ["dense2d_dilated", "depthwise", "transposed", "batch_groups", "stem"])
 def test_gradients_named(tpu_interpret, name):
     _check_gradients(_spec(name))
 
@@ -127,12 +139,13 @@ def test_gradients_bfloat16(tpu_interpret):
 @settings(max_examples=3, **FAST)
 @given(spec=conv_specs(ranks=(1, 2), max_size=5))
 def test_gradients_random(spec):
-    with K.tpu_interpret_mode():
+    with K.tpu_interpret_mode(), tap_shifts_only():
         _check_gradients(spec)
 
 
 def test_grad_of_grad(tpu_interpret):
-    spec = _spec("grouped", window_strides=(2, 1))
+    spec = ConvSpec.create((2, 9, 4), (3, 2, 6), 2, ((1, 1),), feature_group_count=2,
+                           dimension_numbers=default_dimension_numbers(1))
     x, w = random_operands(spec, 3)
 
     def outer(fn):
@@ -175,17 +188,27 @@ def test_fused_epilogue_and_its_gradients(tpu_interpret):
         assert relative_error(a, b) <= 1e-4
 
 
-def test_public_api_and_boundary_mode(tpu_interpret):
+def test_public_api(tpu_interpret):
     x, w = random_operands(_spec("dense2d_dilated"), 6)
-    got = jaxconv.conv_general_dilated(x, w, (1, 2), ((1, 1), (2, 0)), rhs_dilation=(2, 1),
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                       implementation="pallas_tpu")
+    got = jax.jit(lambda a, b: jaxconv.conv_general_dilated(
+        a, b, (1, 2), ((1, 1), (2, 0)), rhs_dilation=(2, 1),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), implementation="pallas_tpu"))(x, w)
     want = jax.lax.conv_general_dilated(x, w, (1, 2), ((1, 1), (2, 0)), rhs_dilation=(2, 1),
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                         precision="highest")
     assert relative_error(got, want) <= tolerance(np.float32)
-    spec = _spec("grouped", boundary="circular")
-    _check_forward(spec)
+
+
+def test_interpret_modes_stage_what_they_say():
+    spec = _spec("dense1d_stride")
+    x, w = random_operands(spec)
+    with K.tpu_interpret_mode():
+        tpu_interp = str(jax.make_jaxpr(lambda a, b: K.conv(a, b, spec))(x, w))
+    plain = str(jax.make_jaxpr(lambda a, b: K.conv(a, b, spec))(x, w))
+    assert "interpret=InterpretParams(" in tpu_interp and "platform_index" not in tpu_interp
+    # plain: both branches staged, the Mosaic kernel (interpret=False) and the interpreter
+    assert "platform_index" in plain and "InterpretParams" not in plain
+    assert "interpret=False" in plain and "interpret=True" in plain
 
 
 def test_platform_dependent_default_runs_the_generic_interpreter():
@@ -258,7 +281,7 @@ def test_block_rule_respects_vmem_and_halo(layer):
         blk = blocks.choose_blocks(lay, wgrad=wgrad)
         sub = blocks.sublanes(dtype)
         assert blk.rows % sub == 0 and blk.hr % sub == 0
-        assert lay.halo <= blk.hr <= blk.rows
+        assert lay.halo <= blk.hr <= blk.rows and blk.rows % blk.hr == 0
         assert blk.vmem == blocks.vmem_bytes(lay, blk.rows, blk.tc, blk.to, blk.hr, wgrad)
         assert blk.vmem <= blocks.VMEM_BUDGET
         assert lay.cin_tp % blk.tc == 0 and lay.cout_tp % blk.to == 0
@@ -287,6 +310,16 @@ def test_refusals_name_the_limit():
     assert "spatial rank" in K.supports(rank0)
 
 
+def test_folding_rule():
+    stem = _spec("stem")
+    folded = blocks.folded_spec(stem)
+    assert folded is not None and folded.window == (1, 1)
+    assert folded.lhs_shape == (2, 6, 5, 3 * 3 * 3)
+    for name in ("dense1d_stride", "dense2d_dilated", "dense3d", "transposed", "grouped",
+                 "depthwise", "batch_groups", "nchw_crop"):
+        assert blocks.folded_spec(_spec(name)) is None, name
+
+
 def test_registered_for_dispatch():
     impl = dispatch.select(_spec("grouped"), "pallas_tpu")
     assert impl.name == "pallas_tpu" and impl.fuses_epilogue and impl.platforms == ("tpu",)
@@ -303,13 +336,15 @@ def test_registered_for_dispatch():
 def test_forward_random_slow(spec):
     with K.tpu_interpret_mode():
         _check_forward(spec)
+    with K.tpu_interpret_mode(), tap_shifts_only():
+        _check_forward(spec)
 
 
 @pytest.mark.slow
 @settings(max_examples=25)
 @given(spec=conv_specs())
 def test_gradients_random_slow(spec):
-    with K.tpu_interpret_mode():
+    with K.tpu_interpret_mode(), tap_shifts_only():
         _check_gradients(spec)
 
 

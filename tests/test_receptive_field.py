@@ -22,8 +22,7 @@ from jaxconv._src.spec import ConvSpec
 
 def vgg16():
     layers = []
-    for block, (convs, feats) in enumerate([(2, 64), (2, 128), (3, 256), (3, 512),
-                                            (3, 512)]):
+    for block, (convs, feats) in enumerate([(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)]):
         for c in range(convs):
             layers.append(conv_layer(3, feats, padding=1, name=f"conv{block + 1}_{c + 1}"))
         layers.append(pool_layer(2, name=f"pool{block + 1}"))
@@ -42,13 +41,18 @@ def test_vgg16_known_values():
 
 
 def test_recurrences_by_hand():
-    rows = receptive_field([conv_layer(3, 8, stride=2, padding=1),
-                            conv_layer(3, 8, padding=2, dilation=2),
-                            pool_layer((2, 3), padding=0)], (9, 10))
+    rows = receptive_field(
+        [
+            conv_layer(3, 8, stride=2, padding=1),
+            conv_layer(3, 8, padding=2, dilation=2),
+            pool_layer((2, 3), padding=0),
+        ],
+        (9, 10),
+    )
     # layer 0: r = 3, j = 2, start = 0 + (1 - 1) * 1 = 0
     assert (rows[0]["rf"], rows[0]["jump"], rows[0]["start"]) == ((3, 3), (2, 2), (0.0, 0.0))
     # layer 1 (dilation 2): r = 3 + 2 * 2 * 2 = 11, start = 0 + (2 - 2) * 2 = 0
-    assert (rows[1]["rf"], rows[1]["jump"], rows[1]["start"]) == ((11, 11), (2, 2), (0., 0.))
+    assert (rows[1]["rf"], rows[1]["jump"], rows[1]["start"]) == ((11, 11), (2, 2), (0.0, 0.0))
     # layer 2 (window 2x3, stride 2x3): r = 11 + 1 * 2 = 13 / 11 + 2 * 2 = 15
     assert rows[2]["rf"] == (13, 15)
     assert rows[2]["jump"] == (4, 6)
@@ -57,12 +61,17 @@ def test_recurrences_by_hand():
 
 
 STACKS = [
-    [conv_layer(3, 2, stride=2, padding=1), conv_layer(3, 2, padding=1),
-     pool_layer(2)],
-    [conv_layer(5, 2, padding=0), conv_layer(3, 2, stride=2, dilation=2, padding=1),
-     pool_layer(3, stride=2, padding=1)],
-    [conv_layer(2, 2, stride=2), conv_layer(4, 2, padding=((2, 1),)),
-     conv_layer(3, 2, stride=3, dilation=3, padding=3)],
+    [conv_layer(3, 2, stride=2, padding=1), conv_layer(3, 2, padding=1), pool_layer(2)],
+    [
+        conv_layer(5, 2, padding=0),
+        conv_layer(3, 2, stride=2, dilation=2, padding=1),
+        pool_layer(3, stride=2, padding=1),
+    ],
+    [
+        conv_layer(2, 2, stride=2),
+        conv_layer(4, 2, padding=((2, 1),)),
+        conv_layer(3, 2, stride=3, dilation=3, padding=3),
+    ],
 ]
 
 
@@ -71,12 +80,18 @@ def _run_stack(layers, x):
         if layer.kind == "conv":
             k = (layer.window,) * 1 if isinstance(layer.window, int) else layer.window
             w = jnp.ones(k + (x.shape[-1], layer.features), x.dtype)
-            x = jaxconv.conv(x, w, stride=layer.stride, padding=layer.padding,
-                             dilation=layer.dilation)
+            x = jaxconv.conv(
+                x, w, stride=layer.stride, padding=layer.padding, dilation=layer.dilation
+            )
         else:
             win = (layer.window,) if isinstance(layer.window, int) else layer.window
-            x = avg_pool(x, win, (layer.stride,) if isinstance(layer.stride, int)
-                         else layer.stride, layer.padding, dilation=layer.dilation)
+            x = avg_pool(
+                x,
+                win,
+                (layer.stride,) if isinstance(layer.stride, int) else layer.stride,
+                layer.padding,
+                dilation=layer.dilation,
+            )
     return x
 
 
@@ -122,8 +137,11 @@ def test_accepts_specs_and_dicts():
 
 def test_cost_table():
     """MACs of a convolution = N * H_out * W_out * F * Fh * Fw * C / groups."""
-    layers = [conv_layer(3, 16, padding=1, name="c1"), pool_layer(2, name="p1"),
-              conv_layer((3, 1), 32, stride=2, groups=4, bias=False, name="c2")]
+    layers = [
+        conv_layer(3, 16, padding=1, name="c1"),
+        pool_layer(2, name="p1"),
+        conv_layer((3, 1), 32, stride=2, groups=4, bias=False, name="c2"),
+    ]
     rows = cost_table(layers, (2, 32, 30, 8))
     c1, p1, c2, total = rows
     assert c1["out_shape"] == (2, 32, 30, 16)

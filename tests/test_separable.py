@@ -33,24 +33,38 @@ def _depthwise_reference(x, w, stride, padding, dilation):
     outs = []
     for k in range(C):
         for q in range(M):
-            outs.append(lax.conv_general_dilated(
-                x[..., k:k + 1], w[..., k:k + 1, q:q + 1], (stride,) * n, padding,
-                rhs_dilation=(dilation,) * n, dimension_numbers=dn, precision=HIGHEST))
+            outs.append(
+                lax.conv_general_dilated(
+                    x[..., k : k + 1],
+                    w[..., k : k + 1, q : q + 1],
+                    (stride,) * n,
+                    padding,
+                    rhs_dilation=(dilation,) * n,
+                    dimension_numbers=dn,
+                    precision=HIGHEST,
+                )
+            )
     return np.concatenate(outs, -1)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize(
     "shape,window,M,stride,padding,dilation",
-    [((2, 7, 8, 3), (3, 3), 2, 1, "SAME", 1), ((1, 9, 4), (3,), 3, 2, "VALID", 2),
-     ((1, 4, 5, 4, 2), (2, 3, 2), 1, 1, "SAME", 1)],
+    [
+        ((2, 7, 8, 3), (3, 3), 2, 1, "SAME", 1),
+        ((1, 9, 4), (3,), 3, 2, "VALID", 2),
+        ((1, 4, 5, 4, 2), (2, 3, 2), 1, 1, "SAME", 1),
+    ],
 )
 def test_depthwise_channel_order(shape, window, M, stride, padding, dilation, impl):
     rng = np.random.default_rng(0)
     x = rng.normal(size=shape).astype(np.float32)
     w = rng.normal(size=window + (shape[-1], M)).astype(np.float32)
-    out = jax.jit(lambda x, w: depthwise_conv(x, w, stride=stride, padding=padding,
-                                              dilation=dilation, implementation=impl))(x, w)
+    out = jax.jit(
+        lambda x, w: depthwise_conv(
+            x, w, stride=stride, padding=padding, dilation=dilation, implementation=impl
+        )
+    )(x, w)
     expected = _depthwise_reference(x, w, stride, padding, dilation)
     assert out.shape == expected.shape
     assert relative_error(out, expected) < TOL32
@@ -63,15 +77,19 @@ def test_separable_is_depthwise_then_pointwise(impl):
     dk = rng.normal(size=(3, 3, 3, 2)).astype(np.float32)
     pk = rng.normal(size=(6, 5)).astype(np.float32)
     b = rng.normal(size=(5,)).astype(np.float32)
-    out = jax.jit(lambda x: separable_conv(x, dk, pk, stride=2, bias=b,
-                                           activation=jax.nn.relu, implementation=impl))(x)
+    out = jax.jit(
+        lambda x: separable_conv(
+            x, dk, pk, stride=2, bias=b, activation=jax.nn.relu, implementation=impl
+        )
+    )(x)
     mid = _depthwise_reference(x, dk, 2, "SAME", 1)
     expected = jax.nn.relu(np.einsum("nhwc,co->nhwo", mid, pk) + b)
     assert out.shape == (2, 4, 4, 5)
     assert relative_error(out, expected) < TOL32
     # the 4-D pointwise layout of tf.nn.separable_conv2d gives the same result
-    out4 = separable_conv(x, dk, pk[None, None], stride=2, bias=b, activation=jax.nn.relu,
-                          implementation=impl)
+    out4 = separable_conv(
+        x, dk, pk[None, None], stride=2, bias=b, activation=jax.nn.relu, implementation=impl
+    )
     assert relative_error(out4, out) < TOL32
 
 
@@ -132,11 +150,13 @@ def test_bias_and_activation_every_implementation(impl):
     x = rng.normal(size=(2, 6, 7, 4)).astype(np.float32)
     w = rng.normal(size=(3, 3, 4, 5)).astype(np.float32)
     b = rng.normal(size=(5,)).astype(np.float32)
-    spec = ConvSpec.create(x.shape, w.shape, 1, "SAME", None, None,
-                           default_dimension_numbers(2), lhs_dtype=x.dtype)
+    spec = ConvSpec.create(
+        x.shape, w.shape, 1, "SAME", None, None, default_dimension_numbers(2), lhs_dtype=x.dtype
+    )
     expected = jax.nn.relu(np.asarray(reference_conv(x, w, spec)) + b)
-    out = jax.jit(lambda x, w, b: jaxconv.conv(x, w, bias=b, activation=jax.nn.relu,
-                                               implementation=impl))(x, w, b)
+    out = jax.jit(
+        lambda x, w, b: jaxconv.conv(x, w, bias=b, activation=jax.nn.relu, implementation=impl)
+    )(x, w, b)
     assert relative_error(out, expected) < TOL32
     assert float(jnp.min(out)) == 0.0 and float(jnp.max(out)) > 0.0
     # the same epilogue through depthwise_conv

@@ -24,8 +24,8 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jax.numpy as jnp
 import flax.linen as nn
+import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 from flax.linen.linear import canonicalize_padding, default_kernel_init
 
@@ -72,8 +72,9 @@ class DispatchedConv:
     implementation: Any = None
 
     def __call__(self, lhs, rhs, window_strides, padding, *args, **kwargs):
-        return conv_general_dilated(lhs, rhs, window_strides, padding, *args,
-                                    implementation=self.implementation, **kwargs)
+        return conv_general_dilated(
+            lhs, rhs, window_strides, padding, *args, implementation=self.implementation, **kwargs
+        )
 
 
 def conv_hook(implementation: Any, conv_fn: Any, module: str) -> Any:
@@ -135,8 +136,9 @@ def restore_batch(y: Array, batch_shape: tuple[int, ...] | None) -> Array:
     return jnp.reshape(y, batch_shape + y.shape[1:])
 
 
-def flax_padding(padding: Any, kernel_size: Sequence[int],
-                 kernel_dilation: Sequence[int]) -> tuple[Any, str]:
+def flax_padding(
+    padding: Any, kernel_size: Sequence[int], kernel_dilation: Sequence[int]
+) -> tuple[Any, str]:
     """Flax's ``padding`` in jaxconv's terms: ``(padding, padding_mode)``.
 
     ``CIRCULAR`` / ``REFLECT`` pad ``((k - 1) // 2, k // 2)`` of the dilated window with
@@ -162,8 +164,9 @@ def flax_padding(padding: Any, kernel_size: Sequence[int],
     return tuple((int(lo), int(hi)) for lo, hi in pad), "zeros"
 
 
-def check_conv_input(inputs: Array, kernel_size: int | Sequence[int],
-                     feature_group_count: int) -> None:
+def check_conv_input(
+    inputs: Array, kernel_size: int | Sequence[int], feature_group_count: int
+) -> None:
     """``inputs`` ``(*batch, *spatial, C)`` fits the window, and the groups divide ``C``."""
     n = len(as_kernel_size(kernel_size))
     if inputs.ndim < n + 1:
@@ -181,22 +184,24 @@ def check_conv_input(inputs: Array, kernel_size: int | Sequence[int],
 def check_mask(mask: Array | None, kernel_shape: tuple[int, ...], name: str = "mask"):
     if mask is not None and tuple(mask.shape) != tuple(kernel_shape):
         raise ValueError(
-            f"`{name}` must have the kernel's shape {tuple(kernel_shape)}, got "
-            f"{tuple(mask.shape)}"
+            f"`{name}` must have the kernel's shape {tuple(kernel_shape)}, got {tuple(mask.shape)}"
         )
 
 
-def transpose_kernel_shape(kernel_size: Sequence[int], in_features: int, features: int,
-                           transpose_kernel: bool, feature_group_count: int):
+def transpose_kernel_shape(
+    kernel_size: Sequence[int],
+    in_features: int,
+    features: int,
+    transpose_kernel: bool,
+    feature_group_count: int,
+):
     """Flax's ``ConvTranspose`` kernel shape, with ``feature_group_count`` groups."""
     G = feature_group_count
     if isinstance(G, bool) or not isinstance(G, int) or G < 1:
         raise ValueError(f"`feature_group_count` must be an int >= 1, got {G!r}")
     if transpose_kernel:
         if features % G:
-            raise ValueError(
-                f"`feature_group_count` (={G}) must divide `features` (={features})"
-            )
+            raise ValueError(f"`feature_group_count` (={G}) must divide `features` (={features})")
         return tuple(kernel_size) + (features // G, in_features)
     if in_features % G:
         raise ValueError(
@@ -233,8 +238,11 @@ def conv_transpose_layer(
     x, batch_shape = flatten_batch(inputs, n)
     strides = broadcast(strides, n)
     kernel_dilation = broadcast(kernel_dilation, n)
-    common = dict(feature_group_count=feature_group_count, output_padding=output_padding,
-                  implementation=implementation)
+    common = dict(
+        feature_group_count=feature_group_count,
+        output_padding=output_padding,
+        implementation=implementation,
+    )
     if padding_convention == "torch":
         if isinstance(padding, str):
             raise ValueError(
@@ -242,9 +250,19 @@ def conv_transpose_layer(
                 f"(PyTorch's meaning), got {padding!r}"
             )
         pads = [(p, p) for p in broadcast(padding, n)]
-        y = conv_transpose(x, kernel, strides, pads, kernel_dilation, None,
-                           transpose_kernel, precision, preferred_element_type, True,
-                           **common)
+        y = conv_transpose(
+            x,
+            kernel,
+            strides,
+            pads,
+            kernel_dilation,
+            None,
+            transpose_kernel,
+            precision,
+            preferred_element_type,
+            True,
+            **common,
+        )
     elif padding_convention == "lax":
         padding_lax = canonicalize_padding(padding, n)
         circular = padding_lax == "CIRCULAR"
@@ -255,8 +273,18 @@ def conv_transpose_layer(
                     "output size is the input size times the stride)"
                 )
             padding_lax = "VALID"
-        y = conv_transpose(x, kernel, strides, padding_lax, kernel_dilation, None,
-                           transpose_kernel, precision, preferred_element_type, **common)
+        y = conv_transpose(
+            x,
+            kernel,
+            strides,
+            padding_lax,
+            kernel_dilation,
+            None,
+            transpose_kernel,
+            precision,
+            preferred_element_type,
+            **common,
+        )
         if circular:
             y = _wrap_circular(y, x.shape[1:-1], strides, transpose_kernel)
     else:
@@ -268,8 +296,9 @@ def conv_transpose_layer(
     return restore_batch(y, batch_shape)
 
 
-def _wrap_circular(y: Array, in_spatial: Sequence[int], strides: Sequence[int],
-                   transpose_kernel: bool) -> Array:
+def _wrap_circular(
+    y: Array, in_spatial: Sequence[int], strides: Sequence[int], transpose_kernel: bool
+) -> Array:
     """Flax's circular transposed convolution: fold the ``VALID`` output periodically
     onto ``in * stride`` samples per axis (the same alignment as Flax)."""
     periods = [i * s for i, s in zip(in_spatial, strides)]
@@ -280,17 +309,21 @@ def _wrap_circular(y: Array, in_spatial: Sequence[int], strides: Sequence[int],
         total = [((d + 1) // 2, d // 2) for d in diffs]
     y = jnp.pad(y, [(0, 0)] + total + [(0, 0)])
     for i in range(1, y.ndim - 1):
-        y = y.reshape(y.shape[:i] + (-1, periods[i - 1]) + y.shape[i + 1:])
+        y = y.reshape(y.shape[:i] + (-1, periods[i - 1]) + y.shape[i + 1 :])
         y = y.sum(axis=i)
     return y
 
 
-def depthwise_kernel_shape(kernel_size: Sequence[int], in_features: int,
-                           depth_multiplier: int) -> tuple[int, ...]:
+def depthwise_kernel_shape(
+    kernel_size: Sequence[int], in_features: int, depth_multiplier: int
+) -> tuple[int, ...]:
     """Flax's grouped-convolution kernel layout for a depthwise convolution:
     ``(*kernel_size, 1, in_features * depth_multiplier)``."""
-    if isinstance(depth_multiplier, bool) or not isinstance(depth_multiplier, int) or (
-            depth_multiplier < 1):
+    if (
+        isinstance(depth_multiplier, bool)
+        or not isinstance(depth_multiplier, int)
+        or (depth_multiplier < 1)
+    ):
         raise ValueError(f"`depth_multiplier` must be an int >= 1, got {depth_multiplier!r}")
     return tuple(kernel_size) + (1, in_features * depth_multiplier)
 
@@ -320,9 +353,15 @@ def depthwise_layer(
     kernel_dilation = broadcast(kernel_dilation, n)
     pad, mode = flax_padding(padding, kernel_size, kernel_dilation)
     y = depthwise_conv(
-        x, _tf_depthwise(kernel, n, x.shape[-1]), stride=broadcast(strides, n),
-        padding=pad, dilation=kernel_dilation, padding_mode=mode, bias=bias,
-        precision=precision, implementation=implementation,
+        x,
+        _tf_depthwise(kernel, n, x.shape[-1]),
+        stride=broadcast(strides, n),
+        padding=pad,
+        dilation=kernel_dilation,
+        padding_mode=mode,
+        bias=bias,
+        precision=precision,
+        implementation=implementation,
     )
     return restore_batch(y, batch_shape)
 
@@ -347,15 +386,21 @@ def separable_layer(
     kernel_dilation = broadcast(kernel_dilation, n)
     pad, mode = flax_padding(padding, kernel_size, kernel_dilation)
     y = separable_conv(
-        x, _tf_depthwise(depthwise_kernel, n, x.shape[-1]), pointwise_kernel,
-        stride=broadcast(strides, n), padding=pad, dilation=kernel_dilation,
-        padding_mode=mode, bias=bias, precision=precision, implementation=implementation,
+        x,
+        _tf_depthwise(depthwise_kernel, n, x.shape[-1]),
+        pointwise_kernel,
+        stride=broadcast(strides, n),
+        padding=pad,
+        dilation=kernel_dilation,
+        padding_mode=mode,
+        bias=bias,
+        precision=precision,
+        implementation=implementation,
     )
     return restore_batch(y, batch_shape)
 
 
-def pool_layer(fn: Callable, inputs: Array, window_shape: Sequence[int], *args,
-               **kwargs) -> Array:
+def pool_layer(fn: Callable, inputs: Array, window_shape: Sequence[int], *args, **kwargs) -> Array:
     """Run a pooling function on ``(*batch, *spatial, C)`` (any number of batch axes,
     as Flax's pooling)."""
     window_shape = tuple(window_shape)
@@ -392,7 +437,8 @@ class Conv(nn.Conv):
             )
         if self.conv_general_dilated_cls is None:
             object.__setattr__(
-                self, "conv_general_dilated",
+                self,
+                "conv_general_dilated",
                 conv_hook(self.implementation, self.conv_general_dilated, "Conv"),
             )
         super().__post_init__()
@@ -436,20 +482,33 @@ class ConvTranspose(nn.ConvTranspose):
     @nn.compact
     def __call__(self, inputs: Array) -> Array:
         kernel_size = as_kernel_size(self.kernel_size)
-        kernel_shape = transpose_kernel_shape(kernel_size, inputs.shape[-1], self.features,
-                                              self.transpose_kernel,
-                                              self.feature_group_count)
+        kernel_shape = transpose_kernel_shape(
+            kernel_size,
+            inputs.shape[-1],
+            self.features,
+            self.transpose_kernel,
+            self.feature_group_count,
+        )
         check_mask(self.mask, kernel_shape)
         kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
         if self.mask is not None:
             kernel *= self.mask
-        bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-                if self.use_bias else None)
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias
+            else None
+        )
         inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
         return conv_transpose_layer(
-            inputs, kernel, bias, kernel_size=kernel_size, strides=self.strides,
-            padding=self.padding, kernel_dilation=self.kernel_dilation,
-            transpose_kernel=self.transpose_kernel, precision=self.precision,
+            inputs,
+            kernel,
+            bias,
+            kernel_size=kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            kernel_dilation=self.kernel_dilation,
+            transpose_kernel=self.transpose_kernel,
+            precision=self.precision,
             preferred_element_type=self.preferred_element_type,
             feature_group_count=self.feature_group_count,
             output_padding=self.output_padding,
@@ -490,18 +549,25 @@ class DepthwiseConv(nn.Module):
     @nn.compact
     def __call__(self, inputs: Array) -> Array:
         kernel_size = as_kernel_size(self.kernel_size)
-        kernel_shape = depthwise_kernel_shape(kernel_size, inputs.shape[-1],
-                                              self.depth_multiplier)
+        kernel_shape = depthwise_kernel_shape(kernel_size, inputs.shape[-1], self.depth_multiplier)
         check_mask(self.mask, kernel_shape)
         kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
         if self.mask is not None:
             kernel *= self.mask
-        bias = (self.param("bias", self.bias_init, kernel_shape[-1:], self.param_dtype)
-                if self.use_bias else None)
+        bias = (
+            self.param("bias", self.bias_init, kernel_shape[-1:], self.param_dtype)
+            if self.use_bias
+            else None
+        )
         inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
         return depthwise_layer(
-            inputs, kernel, bias, kernel_size=kernel_size, strides=self.strides,
-            padding=self.padding, kernel_dilation=self.kernel_dilation,
+            inputs,
+            kernel,
+            bias,
+            kernel_size=kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            kernel_dilation=self.kernel_dilation,
             precision=self.precision,
             implementation=hashable_implementation(self.implementation),
         )
@@ -544,12 +610,21 @@ class SeparableConv(nn.Module):
         pshape = (1,) * len(kernel_size) + (dshape[-1], self.features)
         dk = self.param("depthwise_kernel", self.depthwise_init, dshape, self.param_dtype)
         pk = self.param("pointwise_kernel", self.pointwise_init, pshape, self.param_dtype)
-        bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-                if self.use_bias else None)
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias
+            else None
+        )
         inputs, dk, pk, bias = self.promote_dtype(inputs, dk, pk, bias, dtype=self.dtype)
         return separable_layer(
-            inputs, dk, pk, bias, kernel_size=kernel_size, strides=self.strides,
-            padding=self.padding, kernel_dilation=self.kernel_dilation,
+            inputs,
+            dk,
+            pk,
+            bias,
+            kernel_size=kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            kernel_dilation=self.kernel_dilation,
             precision=self.precision,
             implementation=hashable_implementation(self.implementation),
         )
@@ -570,10 +645,17 @@ class MaxPool(nn.Module):
     implementation: Implementation = None
 
     def __call__(self, inputs: Array) -> Array:
-        return pool_layer(max_pool, inputs, self.window_shape, self.window_shape,
-                          self.strides, self.padding, dilation=self.dilation,
-                          ceil_mode=self.ceil_mode,
-                          implementation=hashable_implementation(self.implementation))
+        return pool_layer(
+            max_pool,
+            inputs,
+            self.window_shape,
+            self.window_shape,
+            self.strides,
+            self.padding,
+            dilation=self.dilation,
+            ceil_mode=self.ceil_mode,
+            implementation=hashable_implementation(self.implementation),
+        )
 
 
 class AvgPool(nn.Module):
@@ -594,11 +676,19 @@ class AvgPool(nn.Module):
     implementation: Implementation = None
 
     def __call__(self, inputs: Array) -> Array:
-        return pool_layer(avg_pool, inputs, self.window_shape, self.window_shape,
-                          self.strides, self.padding, self.count_include_pad,
-                          dilation=self.dilation, ceil_mode=self.ceil_mode,
-                          divisor_override=self.divisor_override,
-                          implementation=hashable_implementation(self.implementation))
+        return pool_layer(
+            avg_pool,
+            inputs,
+            self.window_shape,
+            self.window_shape,
+            self.strides,
+            self.padding,
+            self.count_include_pad,
+            dilation=self.dilation,
+            ceil_mode=self.ceil_mode,
+            divisor_override=self.divisor_override,
+            implementation=hashable_implementation(self.implementation),
+        )
 
 
 class LpPool(nn.Module):
@@ -617,10 +707,18 @@ class LpPool(nn.Module):
     implementation: Implementation = None
 
     def __call__(self, inputs: Array) -> Array:
-        return pool_layer(lp_pool, inputs, self.window_shape, self.norm_type,
-                          self.window_shape, self.strides, self.padding,
-                          dilation=self.dilation, ceil_mode=self.ceil_mode,
-                          implementation=hashable_implementation(self.implementation))
+        return pool_layer(
+            lp_pool,
+            inputs,
+            self.window_shape,
+            self.norm_type,
+            self.window_shape,
+            self.strides,
+            self.padding,
+            dilation=self.dilation,
+            ceil_mode=self.ceil_mode,
+            implementation=hashable_implementation(self.implementation),
+        )
 
 
 class GlobalMaxPool(nn.Module):
@@ -631,8 +729,9 @@ class GlobalMaxPool(nn.Module):
     implementation: Implementation = None
 
     def __call__(self, inputs: Array) -> Array:
-        return global_max_pool(inputs, self.keepdims,
-                               implementation=hashable_implementation(self.implementation))
+        return global_max_pool(
+            inputs, self.keepdims, implementation=hashable_implementation(self.implementation)
+        )
 
 
 class GlobalAvgPool(nn.Module):
@@ -643,5 +742,6 @@ class GlobalAvgPool(nn.Module):
     implementation: Implementation = None
 
     def __call__(self, inputs: Array) -> Array:
-        return global_avg_pool(inputs, self.keepdims,
-                               implementation=hashable_implementation(self.implementation))
+        return global_avg_pool(
+            inputs, self.keepdims, implementation=hashable_implementation(self.implementation)
+        )

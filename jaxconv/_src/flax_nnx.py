@@ -89,11 +89,11 @@ class Conv(nnx.Conv):
         groups = kwargs.get("feature_group_count", 1)
         if in_features % groups:
             raise ValueError(
-                f"`feature_group_count` (={groups}) must divide `in_features` "
-                f"(={in_features})"
+                f"`feature_group_count` (={groups}) must divide `in_features` (={in_features})"
             )
-        super().__init__(in_features, out_features, kernel_size, strides,
-                         conv_general_dilated=hook, **kwargs)
+        super().__init__(
+            in_features, out_features, kernel_size, strides, conv_general_dilated=hook, **kwargs
+        )
         self.implementation = getattr(hook, "implementation", None)
 
 
@@ -157,10 +157,10 @@ class ConvTranspose(nnx.ConvTranspose):
         self.output_padding = output_padding
         self.padding_convention = padding_convention
         self.implementation = hashable_implementation(implementation)
-        self.kernel_shape = transpose_kernel_shape(kernel_size, in_features, out_features,
-                                                   transpose_kernel, feature_group_count)
-        self.kernel = _param(kernel_init, rngs, self.kernel_shape, param_dtype,
-                             kernel_metadata)
+        self.kernel_shape = transpose_kernel_shape(
+            kernel_size, in_features, out_features, transpose_kernel, feature_group_count
+        )
+        self.kernel = _param(kernel_init, rngs, self.kernel_shape, param_dtype, kernel_metadata)
         self.bias: nnx.Param | None
         if use_bias:
             self.bias = _param(bias_init, rngs, (out_features,), param_dtype, bias_metadata)
@@ -175,13 +175,20 @@ class ConvTranspose(nnx.ConvTranspose):
         bias = self.bias[...] if self.bias is not None else None
         inputs, kernel, bias = self.promote_dtype((inputs, kernel, bias), dtype=self.dtype)
         return conv_transpose_layer(
-            inputs, kernel, bias, kernel_size=self.kernel_size, strides=self.strides,
-            padding=self.padding, kernel_dilation=self.kernel_dilation,
-            transpose_kernel=self.transpose_kernel, precision=self.precision,
+            inputs,
+            kernel,
+            bias,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            kernel_dilation=self.kernel_dilation,
+            transpose_kernel=self.transpose_kernel,
+            precision=self.precision,
             preferred_element_type=self.preferred_element_type,
             feature_group_count=self.feature_group_count,
             output_padding=self.output_padding,
-            padding_convention=self.padding_convention, implementation=self.implementation,
+            padding_convention=self.padding_convention,
+            implementation=self.implementation,
         )
 
 
@@ -233,15 +240,12 @@ class DepthwiseConv(nnx.Module):
         self.precision = precision
         self.promote_dtype = promote_dtype
         self.implementation = hashable_implementation(implementation)
-        self.kernel_shape = depthwise_kernel_shape(self.kernel_size, in_features,
-                                                   depth_multiplier)
+        self.kernel_shape = depthwise_kernel_shape(self.kernel_size, in_features, depth_multiplier)
         check_mask(mask, self.kernel_shape)
-        self.kernel = _param(kernel_init, rngs, self.kernel_shape, param_dtype,
-                             kernel_metadata)
+        self.kernel = _param(kernel_init, rngs, self.kernel_shape, param_dtype, kernel_metadata)
         self.bias: nnx.Param | None
         if use_bias:
-            self.bias = _param(bias_init, rngs, (self.out_features,), param_dtype,
-                               bias_metadata)
+            self.bias = _param(bias_init, rngs, (self.out_features,), param_dtype, bias_metadata)
         else:
             self.bias = nnx.data(None)
 
@@ -252,9 +256,15 @@ class DepthwiseConv(nnx.Module):
         bias = self.bias[...] if self.bias is not None else None
         inputs, kernel, bias = self.promote_dtype((inputs, kernel, bias), dtype=self.dtype)
         return depthwise_layer(
-            inputs, kernel, bias, kernel_size=self.kernel_size, strides=self.strides,
-            padding=self.padding, kernel_dilation=self.kernel_dilation,
-            precision=self.precision, implementation=self.implementation,
+            inputs,
+            kernel,
+            bias,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            kernel_dilation=self.kernel_dilation,
+            precision=self.precision,
+            implementation=self.implementation,
         )
 
 
@@ -321,9 +331,16 @@ class SeparableConv(nnx.Module):
             dtype=self.dtype,
         )
         return separable_layer(
-            inputs, dk, pk, bias, kernel_size=self.kernel_size, strides=self.strides,
-            padding=self.padding, kernel_dilation=self.kernel_dilation,
-            precision=self.precision, implementation=self.implementation,
+            inputs,
+            dk,
+            pk,
+            bias,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            kernel_dilation=self.kernel_dilation,
+            precision=self.precision,
+            implementation=self.implementation,
         )
 
 
@@ -333,9 +350,16 @@ class MaxPool(nnx.Module):
     Input ``(*batch_dims, *spatial, C)``; output ``(*batch_dims, *out_spatial, C)``.
     """
 
-    def __init__(self, window_shape: Sequence[int], strides: Sequence[int] | None = None,
-                 padding: Any = "VALID", *, dilation: None | int | Sequence[int] = None,
-                 ceil_mode: bool = False, implementation: Implementation = None):
+    def __init__(
+        self,
+        window_shape: Sequence[int],
+        strides: Sequence[int] | None = None,
+        padding: Any = "VALID",
+        *,
+        dilation: None | int | Sequence[int] = None,
+        ceil_mode: bool = False,
+        implementation: Implementation = None,
+    ):
         self.window_shape = tuple(window_shape)
         self.strides = strides
         self.padding = padding
@@ -344,9 +368,17 @@ class MaxPool(nnx.Module):
         self.implementation = hashable_implementation(implementation)
 
     def __call__(self, inputs: Array) -> Array:
-        return pool_layer(max_pool, inputs, self.window_shape, self.window_shape,
-                          self.strides, self.padding, dilation=self.dilation,
-                          ceil_mode=self.ceil_mode, implementation=self.implementation)
+        return pool_layer(
+            max_pool,
+            inputs,
+            self.window_shape,
+            self.window_shape,
+            self.strides,
+            self.padding,
+            dilation=self.dilation,
+            ceil_mode=self.ceil_mode,
+            implementation=self.implementation,
+        )
 
 
 class AvgPool(nnx.Module):
@@ -355,11 +387,18 @@ class AvgPool(nnx.Module):
     Input ``(*batch_dims, *spatial, C)``; output ``(*batch_dims, *out_spatial, C)``.
     """
 
-    def __init__(self, window_shape: Sequence[int], strides: Sequence[int] | None = None,
-                 padding: Any = "VALID", count_include_pad: bool = True, *,
-                 dilation: None | int | Sequence[int] = None, ceil_mode: bool = False,
-                 divisor_override: int | None = None,
-                 implementation: Implementation = None):
+    def __init__(
+        self,
+        window_shape: Sequence[int],
+        strides: Sequence[int] | None = None,
+        padding: Any = "VALID",
+        count_include_pad: bool = True,
+        *,
+        dilation: None | int | Sequence[int] = None,
+        ceil_mode: bool = False,
+        divisor_override: int | None = None,
+        implementation: Implementation = None,
+    ):
         self.window_shape = tuple(window_shape)
         self.strides = strides
         self.padding = padding
@@ -370,11 +409,19 @@ class AvgPool(nnx.Module):
         self.implementation = hashable_implementation(implementation)
 
     def __call__(self, inputs: Array) -> Array:
-        return pool_layer(avg_pool, inputs, self.window_shape, self.window_shape,
-                          self.strides, self.padding, self.count_include_pad,
-                          dilation=self.dilation, ceil_mode=self.ceil_mode,
-                          divisor_override=self.divisor_override,
-                          implementation=self.implementation)
+        return pool_layer(
+            avg_pool,
+            inputs,
+            self.window_shape,
+            self.window_shape,
+            self.strides,
+            self.padding,
+            self.count_include_pad,
+            dilation=self.dilation,
+            ceil_mode=self.ceil_mode,
+            divisor_override=self.divisor_override,
+            implementation=self.implementation,
+        )
 
 
 class LpPool(nnx.Module):
@@ -383,10 +430,17 @@ class LpPool(nnx.Module):
     Input ``(*batch_dims, *spatial, C)``; output ``(*batch_dims, *out_spatial, C)``.
     """
 
-    def __init__(self, norm_type: float, window_shape: Sequence[int],
-                 strides: Sequence[int] | None = None, padding: Any = "VALID", *,
-                 dilation: None | int | Sequence[int] = None, ceil_mode: bool = False,
-                 implementation: Implementation = None):
+    def __init__(
+        self,
+        norm_type: float,
+        window_shape: Sequence[int],
+        strides: Sequence[int] | None = None,
+        padding: Any = "VALID",
+        *,
+        dilation: None | int | Sequence[int] = None,
+        ceil_mode: bool = False,
+        implementation: Implementation = None,
+    ):
         self.norm_type = norm_type
         self.window_shape = tuple(window_shape)
         self.strides = strides
@@ -396,10 +450,18 @@ class LpPool(nnx.Module):
         self.implementation = hashable_implementation(implementation)
 
     def __call__(self, inputs: Array) -> Array:
-        return pool_layer(lp_pool, inputs, self.window_shape, self.norm_type,
-                          self.window_shape, self.strides, self.padding,
-                          dilation=self.dilation, ceil_mode=self.ceil_mode,
-                          implementation=self.implementation)
+        return pool_layer(
+            lp_pool,
+            inputs,
+            self.window_shape,
+            self.norm_type,
+            self.window_shape,
+            self.strides,
+            self.padding,
+            dilation=self.dilation,
+            ceil_mode=self.ceil_mode,
+            implementation=self.implementation,
+        )
 
 
 class GlobalMaxPool(nnx.Module):

@@ -24,8 +24,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxconv._src.api import _as_array
@@ -90,9 +90,18 @@ def pool_spec(
             new.append((lo, hi + max(extra, 0)))
         pads = tuple(new)
     C = x_shape[-1]
+    if C < 1:
+        raise ValueError(f"`inputs` must have at least one channel (last axis), got {x_shape}")
     return ConvSpec.create(
-        x_shape, window + (1, C), strides, pads, None, dilation,
-        default_dimension_numbers(n), max(C, 1) if C else 1, lhs_dtype=dtype,
+        x_shape,
+        window + (1, C),
+        strides,
+        pads,
+        None,
+        dilation,
+        default_dimension_numbers(n),
+        C,
+        lhs_dtype=dtype,
     )
 
 
@@ -135,15 +144,20 @@ def _reduce(x, spec: ConvSpec, reduction: str, implementation: Any):
     """Pad ``x`` ``(N, *sp, C)`` per ``spec`` and reduce every window (max or sum)."""
     pad_value = _pad_value(x.dtype, reduction)
     config = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in spec.padding] + [(0, 0, 0)]
-    xp = x if all(c == (0, 0, 0) for c in config) else lax.pad(x, jnp.asarray(pad_value),
-                                                                config)
+    xp = x if all(c == (0, 0, 0) for c in config) else lax.pad(x, pad_value, config)
     name = _candidates(implementation)[0]
     n = spec.nspatial
     if name == "xla":
         op = lax.max if reduction == "max" else lax.add
+        # a concrete numpy init value lets lax recognise the monoid (max / add), which
+        # is what makes reduce_window differentiable under jit and vmap
         return lax.reduce_window(
-            xp, jnp.asarray(pad_value), op, (1,) + spec.window + (1,),
-            (1,) + spec.window_strides + (1,), "VALID",
+            xp,
+            pad_value,
+            op,
+            (1,) + spec.window + (1,),
+            (1,) + spec.window_strides + (1,),
+            "VALID",
             window_dilation=(1,) + spec.rhs_dilation + (1,),
         )
     if name == "taps":
@@ -170,14 +184,23 @@ def _batched(inputs, window_shape):
     return (x[None] if unbatched else x), unbatched
 
 
-def _window_counts(spec: ConvSpec, spatial: Sequence[int], count_include_pad: bool,
-                   explicit: Sequence[tuple[int, int]]) -> np.ndarray:
+def _window_counts(
+    spec: ConvSpec,
+    spatial: Sequence[int],
+    count_include_pad: bool,
+    explicit: Sequence[tuple[int, int]],
+) -> np.ndarray:
     """``(1, *out, 1)`` number of window taps that fall on the input (and, with
     ``count_include_pad``, on the explicit padding; ceil-mode padding never counts)."""
     counts = None
     for size, (lo, _), (elo, ehi), k, s, d, o in zip(
-        spatial, spec.padding, explicit, spec.window, spec.window_strides,
-        spec.rhs_dilation, spec.out_spatial,
+        spatial,
+        spec.padding,
+        explicit,
+        spec.window,
+        spec.window_strides,
+        spec.rhs_dilation,
+        spec.out_spatial,
     ):
         pos = np.arange(o)[:, None] * s + np.arange(k)[None, :] * d - lo  # input coords
         lo_b, hi_b = (-elo, size + ehi) if count_include_pad else (0, size)
@@ -254,8 +277,9 @@ def avg_pool(
             raise ValueError(f"`divisor_override` must be an int >= 1, got {divisor_override!r}")
         y = y / divisor_override
     else:
-        explicit = padding_to_pairs(padding, x.shape[1:-1], spec.window, spec.window_strides,
-                                    spec.rhs_dilation)
+        explicit = padding_to_pairs(
+            padding, x.shape[1:-1], spec.window, spec.window_strides, spec.rhs_dilation
+        )
         counts = _window_counts(spec, x.shape[1:-1], count_include_pad, explicit)
         dt = y.dtype if jnp.issubdtype(y.dtype, jnp.inexact) else jnp.float32
         y = y.astype(dt) / np.maximum(counts, 1).astype(dt)
@@ -314,15 +338,17 @@ def _global(inputs, reduction: str, keepdims: bool, implementation: Any):
     return y if keepdims else y.reshape((y.shape[0], y.shape[-1]))
 
 
-def global_max_pool(inputs, keepdims: bool = False, *,
-                    implementation: str | Sequence[str] | None = None):
+def global_max_pool(
+    inputs, keepdims: bool = False, *, implementation: str | Sequence[str] | None = None
+):
     """Max over all spatial axes: ``(N, *spatial, C) -> (N, C)`` (or ``(N, 1.., C)``
     with ``keepdims``), a max pool whose window is the whole input."""
     return _global(inputs, "max", keepdims, implementation)
 
 
-def global_avg_pool(inputs, keepdims: bool = False, *,
-                    implementation: str | Sequence[str] | None = None):
+def global_avg_pool(
+    inputs, keepdims: bool = False, *, implementation: str | Sequence[str] | None = None
+):
     """Mean over all spatial axes: ``(N, *spatial, C) -> (N, C)`` (or ``(N, 1.., C)``
     with ``keepdims``), an average pool whose window is the whole input."""
     return _global(inputs, "avg", keepdims, implementation)

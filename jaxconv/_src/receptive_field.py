@@ -57,20 +57,27 @@ class Layer:
         return "pool" if self.features is None else "conv"
 
 
-def conv_layer(window, features: int, stride=1, padding: Any = 0, dilation=1,
-               groups: int = 1, bias: bool = True, name: str | None = None) -> Layer:
+def conv_layer(
+    window,
+    features: int,
+    stride=1,
+    padding: Any = 0,
+    dilation=1,
+    groups: int = 1,
+    bias: bool = True,
+    name: str | None = None,
+) -> Layer:
     """A convolution layer with ``features`` output channels."""
-    if isinstance(features, bool) or not isinstance(features, (int, np.integer)) \
-            or features < 1:
+    if isinstance(features, bool) or not isinstance(features, (int, np.integer)) or features < 1:
         raise ValueError(f"`features` must be an int >= 1, got {features!r}")
     return Layer(window, stride, dilation, padding, int(features), groups, bias, name)
 
 
-def pool_layer(window, stride=None, padding: Any = 0, dilation=1,
-               name: str | None = None) -> Layer:
+def pool_layer(window, stride=None, padding: Any = 0, dilation=1, name: str | None = None) -> Layer:
     """A pooling layer (``stride`` defaults to the window, as PyTorch)."""
-    return Layer(window, window if stride is None else stride, dilation, padding, None, 1,
-                 False, name)
+    return Layer(
+        window, window if stride is None else stride, dilation, padding, None, 1, False, name
+    )
 
 
 def _as_layer(layer: Any, i: int) -> Layer:
@@ -82,8 +89,15 @@ def _as_layer(layer: Any, i: int) -> Layer:
                 f"`layers[{i}]` has input dilation {layer.lhs_dilation}: the receptive-field "
                 "recurrences hold for strided (not transposed) layers only"
             )
-        return Layer(layer.window, layer.window_strides, layer.rhs_dilation, layer.padding,
-                     layer.out_features, layer.feature_group_count, False)
+        return Layer(
+            layer.window,
+            layer.window_strides,
+            layer.rhs_dilation,
+            layer.padding,
+            layer.out_features,
+            layer.feature_group_count,
+            False,
+        )
     if isinstance(layer, dict):
         try:
             return Layer(**layer)
@@ -139,8 +153,10 @@ def receptive_field(
                 "to resolve it"
             )
         pads = padding_to_pairs(layer.padding, size or (0,) * n, k, s, d)
-        start = tuple(st + ((kk - 1) * dd / 2 - lo) * j
-                      for st, kk, dd, (lo, _), j in zip(start, k, d, pads, jump))
+        start = tuple(
+            st + ((kk - 1) * dd / 2 - lo) * j
+            for st, kk, dd, (lo, _), j in zip(start, k, d, pads, jump)
+        )
         rf = tuple(r + (kk - 1) * dd * j for r, kk, dd, j in zip(rf, k, d, jump))
         jump = tuple(j * ss for j, ss in zip(jump, s))
         if size is not None:
@@ -154,11 +170,20 @@ def receptive_field(
                     )
                 new.append(span // ss + 1)
             size = tuple(new)
-        rows.append(dict(
-            name=layer.name or f"{layer.kind}{i}", kind=layer.kind, window=k, stride=s,
-            dilation=d, padding=pads, size=size, jump=jump, rf=rf,
-            start=tuple(float(x) for x in start),
-        ))
+        rows.append(
+            dict(
+                name=layer.name or f"{layer.kind}{i}",
+                kind=layer.kind,
+                window=k,
+                stride=s,
+                dilation=d,
+                padding=pads,
+                size=size,
+                jump=jump,
+                rf=rf,
+                start=tuple(float(x) for x in start),
+            )
+        )
     return rows
 
 
@@ -179,8 +204,7 @@ def cost_table(
     shape = tuple(int(v) for v in input_shape)
     if len(shape) < 3:
         raise ValueError(
-            f"`input_shape` must be (N, *spatial, C) with at least one spatial axis, got "
-            f"{shape}"
+            f"`input_shape` must be (N, *spatial, C) with at least one spatial axis, got {shape}"
         )
     fields = receptive_field(layers, shape[1:-1])
     itemsize = np.dtype(dtype).itemsize
@@ -196,8 +220,14 @@ def cost_table(
                 f"the features (={features})"
             )
         spec = ConvSpec.create(
-            shape, field["window"] + (C // groups, features), field["stride"],
-            field["padding"], None, field["dilation"], default_dimension_numbers(n), groups,
+            shape,
+            field["window"] + (C // groups, features),
+            field["stride"],
+            field["padding"],
+            None,
+            field["dilation"],
+            default_dimension_numbers(n),
+            groups,
         )
         cost = spec.cost()
         out_elems = math.prod(spec.out_shape)
@@ -208,24 +238,37 @@ def cost_table(
         else:
             macs, params = 0, 0
             flops = out_elems * math.prod(field["window"])
-        rows.append(dict(
-            name=field["name"], kind=layer.kind, out_shape=spec.out_shape, macs=macs,
-            flops=flops, params=params, activation_bytes=out_elems * itemsize,
-            rf=field["rf"],
-        ))
+        rows.append(
+            dict(
+                name=field["name"],
+                kind=layer.kind,
+                out_shape=spec.out_shape,
+                macs=macs,
+                flops=flops,
+                params=params,
+                activation_bytes=out_elems * itemsize,
+                rf=field["rf"],
+            )
+        )
         shape = spec.out_shape
-    total = dict(name="total", kind="", out_shape=shape,
-                 **{k: sum(r[k] for r in rows)
-                    for k in ("macs", "flops", "params", "activation_bytes")},
-                 rf=rows[-1]["rf"] if rows else (1,) * n)
+    total = dict(
+        name="total",
+        kind="",
+        out_shape=shape,
+        **{k: sum(r[k] for r in rows) for k in ("macs", "flops", "params", "activation_bytes")},
+        rf=rows[-1]["rf"] if rows else (1,) * n,
+    )
     return rows + [total]
 
 
 def _human(v: Any) -> str:
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
         if isinstance(v, tuple):
-            return "x".join(_human(x) for x in v) if all(
-                isinstance(x, (int, np.integer)) for x in v) else str(v)
+            return (
+                "x".join(_human(x) for x in v)
+                if all(isinstance(x, (int, np.integer)) for x in v)
+                else str(v)
+            )
         return str(v)
     if isinstance(v, (float, np.floating)) and not float(v).is_integer():
         return f"{v:.3g}"
@@ -236,19 +279,30 @@ def _human(v: Any) -> str:
     return str(v)
 
 
-def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
-                 *, human: bool = True) -> str:
-    """Render rows of dicts as an aligned text table (large numbers as k / M / G)."""
+def format_table(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str] | None = None,
+    *,
+    human: bool = True,
+    indent: str = "",
+) -> str:
+    """Render rows of dicts as an aligned text table (large numbers as k / M / G), each
+    line prefixed by ``indent``."""
     rows = list(rows)
     if not rows:
         return ""
     columns = list(columns or rows[0].keys())
-    cells = [[(_human(r.get(c, "")) if human else str(r.get(c, ""))) for c in columns]
-             for r in rows]
+    cells = [
+        [(_human(r.get(c, "")) if human else str(r.get(c, ""))) for c in columns] for r in rows
+    ]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     line = "  ".join(c.ljust(w) for c, w in zip(columns, widths))
     out = [line, "  ".join("-" * w for w in widths)]
     for row in cells:
-        out.append("  ".join(v.rjust(w) if v[:1].isdigit() or v[:1] == "-" else v.ljust(w)
-                             for v, w in zip(row, widths)))
-    return "\n".join(out)
+        out.append(
+            "  ".join(
+                v.rjust(w) if v[:1].isdigit() or v[:1] == "-" else v.ljust(w)
+                for v, w in zip(row, widths)
+            )
+        )
+    return "\n".join(indent + x.rstrip() for x in out)

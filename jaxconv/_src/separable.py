@@ -26,9 +26,7 @@ def _check_depthwise_kernel(x, w, name: str = "w") -> tuple[int, int, int]:
     """``(n, C, M)`` for input ``x`` ``(N, *sp, C)`` / ``(*sp, C)`` and a depthwise
     kernel ``(*window, C, M)``."""
     if w.ndim < 2:
-        raise ValueError(
-            f"`{name}` must have shape (*window, C, depth_multiplier), got {w.shape}"
-        )
+        raise ValueError(f"`{name}` must have shape (*window, C, depth_multiplier), got {w.shape}")
     n = w.ndim - 2
     if x.ndim not in (n + 1, n + 2):
         raise ValueError(
@@ -80,10 +78,19 @@ def depthwise_conv(
     # group k, which is how grouped convolution orders its output features.
     wg = w.reshape(w.shape[:n] + (1, C * M))
     return conv(
-        x, wg, stride=stride, padding=padding, dilation=dilation, groups=C,
-        padding_mode=padding_mode, padding_value=padding_value, bias=bias,
-        activation=activation, precision=precision,
-        preferred_element_type=preferred_element_type, implementation=implementation,
+        x,
+        wg,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=C,
+        padding_mode=padding_mode,
+        padding_value=padding_value,
+        bias=bias,
+        activation=activation,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+        implementation=implementation,
     )
 
 
@@ -129,13 +136,25 @@ def separable_conv(
             f"{pointwise_kernel.shape}"
         )
     y = depthwise_conv(
-        x, dk, stride=stride, padding=padding, dilation=dilation, padding_mode=padding_mode,
-        padding_value=padding_value, precision=precision,
-        preferred_element_type=preferred_element_type, implementation=implementation,
+        x,
+        dk,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        padding_mode=padding_mode,
+        padding_value=padding_value,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+        implementation=implementation,
     )
     return conv(
-        y, pk.astype(y.dtype), padding="VALID", bias=bias, activation=activation,
-        precision=precision, preferred_element_type=preferred_element_type,
+        y,
+        pk.astype(y.dtype),
+        padding="VALID",
+        bias=bias,
+        activation=activation,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
         implementation=implementation,
     )
 
@@ -143,8 +162,14 @@ def separable_conv(
 def _spec(x_shape, window, cin, cout, groups, stride, padding, dilation) -> ConvSpec:
     n = len(window)
     return ConvSpec.create(
-        tuple(x_shape), tuple(window) + (cin // groups, cout), stride, padding, None,
-        dilation, default_dimension_numbers(n), groups,
+        tuple(x_shape),
+        tuple(window) + (cin // groups, cout),
+        stride,
+        padding,
+        None,
+        dilation,
+        default_dimension_numbers(n),
+        groups,
     )
 
 
@@ -180,27 +205,41 @@ def separable_cost(
         )
     C, M, O = x_shape[-1], int(depth_multiplier), int(out_channels)
     if M < 1 or O < 1:
-        raise ValueError(
-            f"`depth_multiplier` and `out_channels` must be >= 1, got {M} and {O}"
-        )
+        raise ValueError(f"`depth_multiplier` and `out_channels` must be >= 1, got {M} and {O}")
     dw = _spec(x_shape, window, C, C * M, C, stride, padding, dilation)
     pw = ConvSpec.create(
-        dw.out_shape, (1,) * len(window) + (C * M, O), 1, "VALID", None, None,
+        dw.out_shape,
+        (1,) * len(window) + (C * M, O),
+        1,
+        "VALID",
+        None,
+        None,
         default_dimension_numbers(len(window)),
     )
     dense = _spec(x_shape, window, C, O, 1, stride, padding, dilation)
 
     def summary(spec: ConvSpec) -> dict[str, Any]:
         c = spec.cost()
-        return {"macs": c["macs"], "flops": c["flops"], "params": c["params"],
-                "out_shape": spec.out_shape}
+        return {
+            "macs": c["macs"],
+            "flops": c["flops"],
+            "params": c["params"],
+            "out_shape": spec.out_shape,
+        }
 
     d, p = summary(dw), summary(pw)
-    sep = {"macs": d["macs"] + p["macs"], "flops": d["flops"] + p["flops"],
-           "params": d["params"] + p["params"], "out_shape": p["out_shape"]}
+    sep = {
+        "macs": d["macs"] + p["macs"],
+        "flops": d["flops"] + p["flops"],
+        "params": d["params"] + p["params"],
+        "out_shape": p["out_shape"],
+    }
     den = summary(dense)
     return {
-        "depthwise": d, "pointwise": p, "separable": sep, "dense": den,
+        "depthwise": d,
+        "pointwise": p,
+        "separable": sep,
+        "dense": den,
         "flops_ratio": sep["flops"] / den["flops"] if den["flops"] else math.nan,
         "params_ratio": sep["params"] / den["params"],
     }
@@ -225,8 +264,12 @@ def depthwise_cost(
     for name, groups in (("depthwise", C), ("dense", 1)):
         spec = _spec(x_shape, window, C, C * M, groups, stride, padding, dilation)
         c = spec.cost()
-        out[name] = {"macs": c["macs"], "flops": c["flops"], "params": c["params"],
-                     "out_shape": spec.out_shape}
+        out[name] = {
+            "macs": c["macs"],
+            "flops": c["flops"],
+            "params": c["params"],
+            "out_shape": spec.out_shape,
+        }
     out["flops_ratio"] = out["depthwise"]["flops"] / out["dense"]["flops"]
     out["params_ratio"] = out["depthwise"]["params"] / out["dense"]["params"]
     return out

@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxconv._src import dispatch
@@ -80,22 +80,36 @@ def _mode_pads(x_shape, k_shape, mode: str, same_start: str) -> list[tuple[int, 
     return pads
 
 
-def _correlate(x, k, mode: str, same_start: str, implementation: Any,
-               boundary: str = "zeros", fillvalue: float = 0.0):
+def _correlate(
+    x,
+    k,
+    mode: str,
+    same_start: str,
+    implementation: Any,
+    boundary: str = "zeros",
+    fillvalue: float = 0.0,
+):
     """``sum_m x[n + m - lo] * k[m]`` for ``mode`` (no flip, no conjugation here)."""
     pads = _mode_pads(x.shape, k.shape, mode, same_start)
-    if boundary in ("circular", "symmetric") and any(
-            max(p) > n for p, n in zip(pads, x.shape)):
+    if boundary in ("circular", "symmetric") and any(max(p) > n for p, n in zip(pads, x.shape)):
         # Wider than the input: scipy wraps / mirrors repeatedly, as numpy.pad does.
         # Materialise here; the spec then sees an explicitly padded, zero-boundary input.
         x = jnp.pad(x, pads, mode="wrap" if boundary == "circular" else "symmetric")
         pads, boundary = [(0, 0)] * x.ndim, "zeros"
     dims = tuple(range(x.ndim + 2))
     spec = ConvSpec.create(
-        (1, 1) + x.shape, (1, 1) + k.shape, None, tuple(pads), None, None,
+        (1, 1) + x.shape,
+        (1, 1) + k.shape,
+        None,
+        tuple(pads),
+        None,
+        None,
         lax.ConvDimensionNumbers(dims, dims, dims),
         precision=lax.Precision.HIGHEST if jnp.issubdtype(x.dtype, jnp.inexact) else None,
-        lhs_dtype=x.dtype, rhs_dtype=k.dtype, boundary=boundary, boundary_value=fillvalue,
+        lhs_dtype=x.dtype,
+        rhs_dtype=k.dtype,
+        boundary=boundary,
+        boundary_value=fillvalue,
     )
     return dispatch.run(x[None, None], k[None, None], spec, implementation)[0, 0]
 
@@ -108,8 +122,7 @@ def _conj(a):
     return jnp.conj(a) if jnp.iscomplexobj(a) else a
 
 
-def convolve(in1, in2, mode: str = "full", *,
-             implementation: str | Sequence[str] | None = None):
+def convolve(in1, in2, mode: str = "full", *, implementation: str | Sequence[str] | None = None):
     """N-D true convolution, as :func:`scipy.signal.convolve`: the kernel is flipped.
 
     Args:
@@ -132,8 +145,7 @@ def convolve(in1, in2, mode: str = "full", *,
     return _correlate(a, _flip(b), mode, "convolve", implementation)
 
 
-def correlate(in1, in2, mode: str = "full", *,
-              implementation: str | Sequence[str] | None = None):
+def correlate(in1, in2, mode: str = "full", *, implementation: str | Sequence[str] | None = None):
     """N-D cross-correlation, as :func:`scipy.signal.correlate`:
     ``z[k] = sum_l in1[l] * conj(in2[l - k + n2 - 1])`` (``full``), i.e. the kernel is
     not flipped and a complex ``in2`` is conjugated.
@@ -160,8 +172,7 @@ def correlate(in1, in2, mode: str = "full", *,
 def _check_rank(a, b, name: str) -> None:
     if a.ndim != b.ndim:
         raise ValueError(
-            f"`in1` and `in2` of {name} must have the same rank, got shapes {a.shape} and "
-            f"{b.shape}"
+            f"`in1` and `in2` of {name} must have the same rank, got shapes {a.shape} and {b.shape}"
         )
 
 
@@ -174,9 +185,7 @@ def _check_2d(a, b, name: str) -> None:
 
 def _boundary(boundary: str, fillvalue) -> tuple[str, float]:
     if not isinstance(boundary, str) or boundary not in SCIPY_BOUNDARIES:
-        raise ValueError(
-            f"`boundary` must be one of {tuple(SCIPY_BOUNDARIES)}, got {boundary!r}"
-        )
+        raise ValueError(f"`boundary` must be one of {tuple(SCIPY_BOUNDARIES)}, got {boundary!r}")
     fill = np.asarray(fillvalue)
     if fill.ndim != 0:
         raise ValueError(f"`fillvalue` must be a scalar, got shape {fill.shape}")
@@ -187,8 +196,15 @@ def _boundary(boundary: str, fillvalue) -> tuple[str, float]:
     return SCIPY_BOUNDARIES[boundary], float(fill)
 
 
-def convolve2d(in1, in2, mode: str = "full", boundary: str = "fill", fillvalue: Any = 0,
-               *, implementation: str | Sequence[str] | None = None):
+def convolve2d(
+    in1,
+    in2,
+    mode: str = "full",
+    boundary: str = "fill",
+    fillvalue: Any = 0,
+    *,
+    implementation: str | Sequence[str] | None = None,
+):
     """2-D true convolution, as :func:`scipy.signal.convolve2d`.
 
     Args:
@@ -208,8 +224,15 @@ def convolve2d(in1, in2, mode: str = "full", boundary: str = "fill", fillvalue: 
     return _correlate(a, _flip(b), mode, "convolve", implementation, bmode, fill)
 
 
-def correlate2d(in1, in2, mode: str = "full", boundary: str = "fill", fillvalue: Any = 0,
-                *, implementation: str | Sequence[str] | None = None):
+def correlate2d(
+    in1,
+    in2,
+    mode: str = "full",
+    boundary: str = "fill",
+    fillvalue: Any = 0,
+    *,
+    implementation: str | Sequence[str] | None = None,
+):
     """2-D cross-correlation, as :func:`scipy.signal.correlate2d` (``in2`` conjugated,
     not flipped; ``same`` output starts ``k // 2`` samples into the full result).
 
@@ -222,6 +245,5 @@ def correlate2d(in1, in2, mode: str = "full", boundary: str = "fill", fillvalue:
     _check_2d(a, b, "correlate2d")
     bmode, fill = _boundary(boundary, fillvalue)
     if _swap_needed(mode, a.shape, b.shape):
-        return _flip(_correlate(b, _conj(a), mode, "correlate2d", implementation, bmode,
-                                fill))
+        return _flip(_correlate(b, _conj(a), mode, "correlate2d", implementation, bmode, fill))
     return _correlate(a, _conj(b), mode, "correlate2d", implementation, bmode, fill)

@@ -98,9 +98,7 @@ def _output_padding(
         if len(size) > n:  # PyTorch also accepts the full (N, C, *spatial) shape
             size = size[-n:]
         if len(size) != n:
-            raise ValueError(
-                f"`output_size` must give {n} spatial sizes, got {output_size!r}"
-            )
+            raise ValueError(f"`output_size` must give {n} spatial sizes, got {output_size!r}")
         for i, (want, base, s) in enumerate(zip(size, base_size, strides)):
             if not base <= want <= base + s - 1:
                 raise ValueError(
@@ -108,8 +106,9 @@ def _output_padding(
                     f"{base + s - 1} (stride {s}), got {want}"
                 )
         return tuple(w - b for w, b in zip(size, base_size))
-    ops = _int_tuple(0 if output_padding is None else output_padding, n, "output_padding",
-                     minimum=0)
+    ops = _int_tuple(
+        0 if output_padding is None else output_padding, n, "output_padding", minimum=0
+    )
     for i, (op, s, d) in enumerate(zip(ops, strides, dilation)):
         if op >= max(s, d):
             raise ValueError(
@@ -148,8 +147,7 @@ def transpose_spec(
     rhs_shape = tuple(int(s) for s in rhs_shape)
     if len(lhs_shape) != len(rhs_shape) or len(lhs_shape) < 2:
         raise ValueError(
-            "`lhs` and `rhs` must have the same rank >= 2, got shapes "
-            f"{lhs_shape} and {rhs_shape}"
+            f"`lhs` and `rhs` must have the same rank >= 2, got shapes {lhs_shape} and {rhs_shape}"
         )
     n = len(lhs_shape) - 2
     if dimension_numbers is None:
@@ -194,15 +192,24 @@ def transpose_spec(
             pads = tuple((k - lo - 1, k - hi - 1) for k, (lo, hi) in zip(eff_k, pads))
 
     in_sp = [lhs_shape[d] for d in dn.lhs_spec[2:]]
-    base = [_dilate(i, s) + lo + hi - k + 1
-            for i, s, (lo, hi), k in zip(in_sp, strides, pads, eff_k)]
+    base = [
+        _dilate(i, s) + lo + hi - k + 1 for i, s, (lo, hi), k in zip(in_sp, strides, pads, eff_k)
+    ]
     extra = _output_padding(output_padding, output_size, base, strides, rhs_dil)
     pads = tuple((lo, hi + e) for (lo, hi), e in zip(pads, extra))
     return ConvSpec.create(
-        lhs_shape, k_shape, window_strides=(1,) * n, padding=pads, lhs_dilation=strides,
-        rhs_dilation=rhs_dil, dimension_numbers=dn, feature_group_count=G,
-        precision=precision, preferred_element_type=preferred_element_type,
-        lhs_dtype=lhs_dtype, rhs_dtype=rhs_dtype,
+        lhs_shape,
+        k_shape,
+        window_strides=(1,) * n,
+        padding=pads,
+        lhs_dilation=strides,
+        rhs_dilation=rhs_dil,
+        dimension_numbers=dn,
+        feature_group_count=G,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+        lhs_dtype=lhs_dtype,
+        rhs_dtype=rhs_dtype,
     )
 
 
@@ -264,15 +271,27 @@ def conv_transpose(
     lhs = _as_array(lhs, "lhs")
     rhs = _as_array(rhs, "rhs")
     spec = transpose_spec(
-        lhs.shape, rhs.shape, strides, padding, rhs_dilation, dimension_numbers,
-        transpose_kernel, precision, preferred_element_type, use_consistent_padding,
-        feature_group_count=feature_group_count, output_padding=output_padding,
-        output_size=output_size, lhs_dtype=lhs.dtype, rhs_dtype=rhs.dtype,
+        lhs.shape,
+        rhs.shape,
+        strides,
+        padding,
+        rhs_dilation,
+        dimension_numbers,
+        transpose_kernel,
+        precision,
+        preferred_element_type,
+        use_consistent_padding,
+        feature_group_count=feature_group_count,
+        output_padding=output_padding,
+        output_size=output_size,
+        lhs_dtype=lhs.dtype,
+        rhs_dtype=rhs.dtype,
     )
     if transpose_kernel:
         # the spec's rhs_spec is swapped; the user's O axis is its I axis
-        rhs = transposed_kernel(rhs, _swap01(spec.dimension_numbers.rhs_spec),
-                                spec.feature_group_count)
+        rhs = transposed_kernel(
+            rhs, _swap01(spec.dimension_numbers.rhs_spec), spec.feature_group_count
+        )
     if bias is not None:
         bias = _as_array(bias, "bias")
         if bias.shape != (spec.out_features,):
@@ -341,10 +360,21 @@ def conv_transpose_torch(
     dims = tuple(range(n + 2))
     dn = lax.ConvDimensionNumbers(dims, dims, dims)
     y = conv_transpose(
-        input, weight, stride, [(p, p) for p in pads], dilation, dn, True, precision,
-        None, True, feature_group_count=groups,
+        input,
+        weight,
+        stride,
+        [(p, p) for p in pads],
+        dilation,
+        dn,
+        True,
+        precision,
+        None,
+        True,
+        feature_group_count=groups,
         output_padding=None if output_size is not None else output_padding,
-        output_size=output_size, bias=bias, activation=activation,
+        output_size=output_size,
+        bias=bias,
+        activation=activation,
         implementation=implementation,
     )
     return y[0] if unbatched else y

@@ -64,6 +64,11 @@ def tap_slice(xp, start, spec: ConvSpec):
     return lax.slice(xp, starts, limits, strides)
 
 
+def _taps(spec: ConvSpec):
+    """``(multi-index, start offsets)`` of every kernel tap (one empty tap at rank 0)."""
+    return W.tap_starts(spec) if spec.nspatial else [((), ())]
+
+
 def uses_broadcast_form(spec: ConvSpec) -> bool:
     """True when each tap is computed by broadcast multiply-adds (few channels per
     group, feature groups only) rather than by a dot."""
@@ -81,7 +86,7 @@ def forward(lhs, rhs, spec: ConvSpec):
     G, B, I, Og = W.group_sizes(spec)
     broadcast = uses_broadcast_form(spec)
     acc = None
-    for tap, start in W.tap_starts(spec):
+    for tap, start in _taps(spec):
         xs = W.split_groups_lhs(tap_slice(xp, start, spec), spec)  # (B, N', *out, G, I)
         if broadcast:
             xs = xs[0].astype(acc_dtype)[..., None]  # (N', *out, G, I, 1)
@@ -134,7 +139,7 @@ def kernel_grad(lhs, g, spec: ConvSpec):
     acc_dtype = W.accumulation_dtype(spec.replace(lhs_dtype=np.dtype(g.dtype),
                                                   preferred_element_type=None))
     parts = []
-    for _tap, start in W.tap_starts(spec):
+    for _tap, start in _taps(spec):
         xs = W.split_groups_lhs(tap_slice(xp, start, spec), spec)  # (B, N', *out, G, I)
         if B == 1 and I * Og <= MAX_BROADCAST_CHANNELS ** 2 and G > 1:
             # per-group outer products over the rows, summed over the row-batch axis

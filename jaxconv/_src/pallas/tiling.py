@@ -127,8 +127,11 @@ class Geometry:
 
     @property
     def rows(self) -> int:
-        """Forward: output rows ``N * prod(P)``; weight_grad: reduction ``F * prod(K)``."""
-        return self.outer * (self.out_pixels if self.formulation == "forward" else self.taps)
+        """Forward: output rows ``N * prod(P)``; weight_grad: reduction rows
+        ``F * phase_taps`` (``F * prod(K)`` without input dilation)."""
+        if self.formulation == "forward":
+            return self.outer * self.out_pixels
+        return self.outer * self.phase_taps
 
 
 def formulation(spec: ConvSpec) -> str:
@@ -148,37 +151,61 @@ def phases(spec: ConvSpec) -> tuple[int, ...]:
     ``p = ph + L * j`` of one phase ``ph`` read real input samples only at the taps
     ``t = t0(ph) + L * i`` (with ``t0 = (pad_lo - ph) / rhs_dilation mod L``), so each
     program owns pixels of a single phase and visits only those taps instead of masking
-    ``(L - 1) / L`` of its loads and multiply-adds. Axes where this does not hold (a
-    stride, or a kernel dilation sharing a factor with ``L``) keep phase 1 and masks.
+    ``(L - 1) / L`` of its loads and multiply-adds. The tap-stationary (weight_grad)
+    kernels use the same arithmetic the other way round: a program's output pixel ``q``
+    fixes the phase ``q mod L``, and its reduction visits only the window positions
+    ``t0 + L * i``. Axes where this does not hold (a stride, or a kernel dilation
+    sharing a factor with ``L``) keep phase 1 and masks.
     """
     return tuple(
         ld if ld > 1 and st == 1 and math.gcd(rd, ld) == 1 else 1
-        for ld, st, rd in zip(spec.lhs_dilation, spec.window_strides, spec.rhs_dilation))
+        for ld, st, rd in zip(spec.lhs_dilation, spec.window_strides, spec.rhs_dilation)
+    )
 
 
 def geometry(spec: ConvSpec) -> Geometry:
     """The kernel geometry of a zero-boundary ``spec``."""
     form = formulation(spec)
     common = dict(
-        in_spatial=spec.lhs_spatial, out_spatial=spec.out_spatial, window=spec.window,
-        strides=spec.window_strides, rhs_dilation=spec.rhs_dilation,
-        lhs_dilation=spec.lhs_dilation, pad_lo=tuple(lo for lo, _ in spec.padding),
+        in_spatial=spec.lhs_spatial,
+        out_spatial=spec.out_spatial,
+        window=spec.window,
+        strides=spec.window_strides,
+        rhs_dilation=spec.rhs_dilation,
+        lhs_dilation=spec.lhs_dilation,
+        pad_lo=tuple(lo for lo, _ in spec.padding),
         out_features=spec.out_features,
     )
     if form == "forward":
         G, I = spec.feature_group_count, spec.rhs_in_features
         Og = spec.out_features // G
         variant = "dot" if min(I, Og) >= DOT_MIN_CHANNELS else "fma"
-        return Geometry(form, variant, outer=spec.batch, channels=spec.in_features,
-                        groups=G, in_per_group=I, out_per_group=Og, phase=phases(spec),
-                        **common)
+        return Geometry(
+            form,
+            variant,
+            outer=spec.batch,
+            channels=spec.in_features,
+            groups=G,
+            in_per_group=I,
+            out_per_group=Og,
+            phase=phases(spec),
+            **common,
+        )
     B = spec.batch_group_count
     Nb = spec.batch
     Og = spec.out_features // B
     variant = "dot" if min(Nb // B, Og) >= DOT_MIN_CHANNELS else "fma"
-    return Geometry(form, variant, outer=spec.in_features, channels=Nb, groups=B,
-                    in_per_group=Nb // B, out_per_group=Og, phase=(1,) * spec.nspatial,
-                    **common)
+    return Geometry(
+        form,
+        variant,
+        outer=spec.in_features,
+        channels=Nb,
+        groups=B,
+        in_per_group=Nb // B,
+        out_per_group=Og,
+        phase=phases(spec),
+        **common,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -225,8 +252,12 @@ def blocks(geom: Geometry, itemsize: int) -> Blocks:
         bb = clamp_pow2(geom.in_per_group, MIN_DOT, 64)
         bo = clamp_pow2(geom.out_per_group, MIN_DOT, 128)
         bk = kmax
-        tiles = geom.out_pixels * geom.groups * cdiv(geom.in_per_group, bb) * cdiv(
-            geom.out_per_group, bo)
+        tiles = (
+            geom.out_pixels
+            * geom.groups
+            * cdiv(geom.in_per_group, bb)
+            * cdiv(geom.out_per_group, bo)
+        )
         warps = 8 if bb * bo >= 64 * 128 else 4
     else:
         bo = clamp_pow2(geom.out_features, 8, 64)
@@ -285,8 +316,11 @@ def input_pixel(geom: Geometry, out_coords, tap_coords):
     valid = None
     pos = []
     for ax in range(len(geom.in_spatial)):
-        d = (out_coords[ax] * geom.strides[ax] + tap_coords[ax] * geom.rhs_dilation[ax]
-             - geom.pad_lo[ax])
+        d = (
+            out_coords[ax] * geom.strides[ax]
+            + tap_coords[ax] * geom.rhs_dilation[ax]
+            - geom.pad_lo[ax]
+        )
         ld = geom.lhs_dilation[ax]
         ok = d >= 0
         if ld > 1:
@@ -328,10 +362,11 @@ def output_rows(geom: Geometry, phase_index, j):
 
 
 def phase_tap(geom: Geometry, ph, step):
-    """Tap visited at ``step`` (a scalar in ``range(phase_taps)``) by phase ``ph``.
+    """Tap visited at ``step`` (in ``range(phase_taps)``; a scalar or an array) by
+    phase ``ph`` (per-axis residues).
 
     Returns ``(coords, flat, ok)``: per-axis tap coordinates (clamped), the flat tap
-    index over the window, and whether the tap exists (scalar; True when static)."""
+    index over the window, and whether the tap exists (True when known statically)."""
     jt = unravel(step, geom.phase_window)
     coords, ok = [], True
     for ax, L in enumerate(geom.phase):

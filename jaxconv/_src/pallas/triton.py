@@ -15,8 +15,11 @@ variant):
   as large as the forward output), one program per forward tap x channel tile, the
   reduction over batch x output pixels split for parallelism.
 
-Operands are brought to the channels-last layouts of the formulation at the boundary
-(no-ops for NHWC / HWIO and for the gradient specs derived from them).
+Input (lhs) dilation, as in transposed convolution, is a sub-pixel decomposition where
+the window stride is 1 (each program owns output pixels of one phase and visits only
+the taps that read real samples: :func:`jaxconv._src.pallas.tiling.phases`), and masked
+loads elsewhere. Operands are brought to the channels-last layouts of the formulation
+at the boundary (no-ops for NHWC / HWIO and for the gradient specs derived from them).
 
 Where it runs: ``jax.lax.platform_dependent`` picks interpret mode when lowering for the
 CPU and the compiled Triton kernel otherwise, so a CPU host runs the kernels
@@ -26,6 +29,7 @@ interpreter on a GPU too.
 
 Gradients: a ``custom_vjp`` whose input and kernel gradients run these same kernels on
 the transposed specs of :mod:`jaxconv._src.autodiff` (gradients of gradients too).
+``vmap`` over the input folds the mapped axis into the batch (one launch).
 """
 
 from __future__ import annotations
@@ -35,9 +39,9 @@ import math
 import os
 from collections.abc import Callable
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
@@ -47,7 +51,17 @@ from jaxconv._src.dispatch import Implementation, apply_epilogue, register
 from jaxconv._src.impl import window as W
 from jaxconv._src.pallas import tiling
 from jaxconv._src.pallas.tiling import (
-    Blocks, Geometry, cdiv, div, input_pixel, output_rows, phase_tap, rem, safe, unravel)
+    Blocks,
+    Geometry,
+    cdiv,
+    div,
+    input_pixel,
+    output_rows,
+    phase_tap,
+    rem,
+    safe,
+    unravel,
+)
 from jaxconv._src.spec import ConvSpec
 
 NAME = "pallas_triton"
@@ -83,8 +97,9 @@ def supports(spec: ConvSpec) -> str | None:
     precisions = spec.precision if isinstance(spec.precision, tuple) else (spec.precision,)
     if not all(p is None or isinstance(p, lax.Precision) for p in precisions):
         return f"precision {spec.precision!r} (takes None or jax.lax.Precision values)"
-    biggest = max(math.prod(spec.lhs_shape), math.prod(spec.rhs_shape),
-                  math.prod(spec.out_shape) * 4)  # the split weight gradient's partials
+    biggest = max(
+        math.prod(spec.lhs_shape), math.prod(spec.rhs_shape), math.prod(spec.out_shape) * 4
+    )  # the split weight gradient's partials
     if biggest >= 2**31:
         return f"an operand of {biggest} elements (32-bit offsets: at most 2**31 - 1)"
     return None
@@ -164,15 +179,12 @@ def _forward_dot(geom: Geometry, blk: Blocks, precision, activation, has_bias, m
             c = kb * blk.k + jnp.arange(blk.k)
             c_ok = c < I
             xm = (valid & m_ok)[:, None] & c_ok[None, :]
-            x = mem.load(x_ref, (n * geom.in_pixels + pix)[:, None] * C + (g * I + c)[None, :],
-                      xm)
+            x = mem.load(x_ref, (n * geom.in_pixels + pix)[:, None] * C + (g * I + c)[None, :], xm)
             wm = c_ok[:, None] & o_ok[None, :]
             w = mem.load(w_ref, (t * I + c)[:, None] * O + o[None, :], wm)
-            return acc + jnp.dot(x, w, precision=precision,
-                                 preferred_element_type=jnp.float32)
+            return acc + jnp.dot(x, w, precision=precision, preferred_element_type=jnp.float32)
 
-        acc = lax.fori_loop(0, geom.phase_taps * nkb, body,
-                            jnp.zeros((blk.m, blk.n), jnp.float32))
+        acc = lax.fori_loop(0, geom.phase_taps * nkb, body, jnp.zeros((blk.m, blk.n), jnp.float32))
         y = _epilogue(mem, acc, o, o_ok, b_ref, activation, y_ref.dtype)
         mem.store(y_ref, m[:, None] * O + o[None, :], y, m_ok[:, None] & o_ok[None, :])
 
@@ -201,13 +213,11 @@ def _forward_fma(geom: Geometry, blk: Blocks, activation, has_bias, mem: _Memory
             tap, t, tap_ok = phase_tap(geom, ph, step)
             pix, valid = input_pixel(geom, p, tap)
             xm = (valid & tap_ok & m_ok)[:, None] & o_ok[None, :]
-            x = mem.load(x_ref, (n * geom.in_pixels + pix)[:, None] * C + (g * I + c)[None, :],
-                      xm)
+            x = mem.load(x_ref, (n * geom.in_pixels + pix)[:, None] * C + (g * I + c)[None, :], xm)
             w = mem.load(w_ref, (t * I + c) * O + oc)
             return acc + x.astype(jnp.float32) * w.astype(jnp.float32)[None, :]
 
-        acc = lax.fori_loop(0, geom.phase_taps * I, body,
-                            jnp.zeros((blk.m, blk.n), jnp.float32))
+        acc = lax.fori_loop(0, geom.phase_taps * I, body, jnp.zeros((blk.m, blk.n), jnp.float32))
         y = _epilogue(mem, acc, oc, o_ok, b_ref, activation, y_ref.dtype)
         mem.store(y_ref, m[:, None] * O + o[None, :], y, m_ok[:, None] & o_ok[None, :])
 
@@ -222,16 +232,19 @@ def _split_rows(geom: Geometry, blk: Blocks):
 
 
 def _reduction_rows(geom: Geometry, blk: Blocks, split, it, q_coords):
-    """Rows ``r`` (flattened ``F x K``) of one weight_grad step, their validity, their
-    clamped value and the flat input row each reads at output pixel ``q_coords``."""
+    """One weight_grad step: rows ``r`` of the reduction over ``F x`` (the window
+    positions of output pixel ``q_coords``'s phase). Returns ``(r_ok, w_row, x_row,
+    valid)``: whether each row exists, the row of ``w`` (over ``F x K``) and of ``x``
+    (over ``F x S``) it reads, and whether that input sample exists."""
     R = geom.rows
     per_split, _ = _split_rows(geom, blk)
     r = split * per_split + it * blk.k + jnp.arange(blk.k)
     r_ok = r < jnp.minimum(split * per_split + per_split, R)
-    rc = jnp.minimum(r, R - 1)
-    f, *tap = unravel(rc, (geom.outer,) + geom.window)
+    f, step = unravel(jnp.minimum(r, R - 1), (geom.outer, geom.phase_taps))
+    ph = [rem(q, L) for q, L in zip(q_coords, geom.phase)]
+    tap, t, tap_ok = phase_tap(geom, ph, step)
     pix, valid = input_pixel(geom, q_coords, tap)
-    return r_ok, rc, f * geom.in_pixels + pix, valid & r_ok
+    return r_ok, f * geom.taps + t, f * geom.in_pixels + pix, valid & tap_ok & r_ok
 
 
 def _weight_grad_dot(geom: Geometry, blk: Blocks, precision, mem: _Memory):
@@ -254,17 +267,26 @@ def _weight_grad_dot(geom: Geometry, blk: Blocks, precision, mem: _Memory):
         o = gb * Og + o_loc
 
         def body(it, acc):
-            r_ok, rc, row, valid = _reduction_rows(geom, blk, split, it, q_coords)
+            r_ok, w_row, x_row, valid = _reduction_rows(geom, blk, split, it, q_coords)
             xm = valid[:, None] & b_ok[None, :]
-            x = mem.load(x_ref, row[:, None] * Nb + (gb * Nbg + b)[None, :], xm)
+            x = mem.load(x_ref, x_row[:, None] * Nb + (gb * Nbg + b)[None, :], xm)
             wm = r_ok[:, None] & o_ok[None, :]
-            w = mem.load(w_ref, rc[:, None] * O + o[None, :], wm)
-            return acc + lax.dot_general(x, w, (((0,), (0,)), ((), ())), precision=precision,
-                                         preferred_element_type=jnp.float32)
+            w = mem.load(w_ref, w_row[:, None] * O + o[None, :], wm)
+            return acc + lax.dot_general(
+                x,
+                w,
+                (((0,), (0,)), ((), ())),
+                precision=precision,
+                preferred_element_type=jnp.float32,
+            )
 
         acc = lax.fori_loop(0, steps, body, jnp.zeros((blk.n, blk.o), jnp.float32))
-        mem.store(y_ref, ((split * Q + q) * Nbg + b)[:, None] * O + o[None, :],
-               acc.astype(y_ref.dtype), b_ok[:, None] & o_ok[None, :])
+        mem.store(
+            y_ref,
+            ((split * Q + q) * Nbg + b)[:, None] * O + o[None, :],
+            acc.astype(y_ref.dtype),
+            b_ok[:, None] & o_ok[None, :],
+        )
 
     grid = (Q * Bg, cdiv(Nbg, blk.n) * nbo, blk.splits)
     return kernel, grid
@@ -286,16 +308,20 @@ def _weight_grad_fma(geom: Geometry, blk: Blocks, mem: _Memory):
         gb = div(jnp.minimum(o, O - 1), Og)
 
         def body(it, acc):
-            r_ok, rc, row, valid = _reduction_rows(geom, blk, split, it, q_coords)
+            r_ok, w_row, x_row, valid = _reduction_rows(geom, blk, split, it, q_coords)
             xm = valid[:, None] & o_ok[None, :]
-            x = mem.load(x_ref, row[:, None] * Nb + (gb * Nbg + b)[None, :], xm)
+            x = mem.load(x_ref, x_row[:, None] * Nb + (gb * Nbg + b)[None, :], xm)
             wm = r_ok[:, None] & o_ok[None, :]
-            w = mem.load(w_ref, rc[:, None] * O + o[None, :], wm)
+            w = mem.load(w_ref, w_row[:, None] * O + o[None, :], wm)
             return acc + x.astype(jnp.float32) * w.astype(jnp.float32)
 
         acc = lax.fori_loop(0, steps, body, jnp.zeros((blk.k, blk.o), jnp.float32))
-        mem.store(y_ref, ((split * Q + q) * Nbg + b) * O + o,
-               jnp.sum(acc, axis=0).astype(y_ref.dtype), o_ok)
+        mem.store(
+            y_ref,
+            ((split * Q + q) * Nbg + b) * O + o,
+            jnp.sum(acc, axis=0).astype(y_ref.dtype),
+            o_ok,
+        )
 
     grid = (Q * Nbg, cdiv(O, blk.o), blk.splits)
     return kernel, grid
@@ -313,15 +339,21 @@ def _pallas(build, blk: Blocks, out: jax.ShapeDtypeStruct, name: str, *args):
     def call(interpret: bool, *operands):
         kernel, grid = build(_Memory(interpret))
         return pl.pallas_call(
-            kernel, out_shape=out, grid=grid, interpret=interpret, name=name,
-            compiler_params=plgpu.CompilerParams(num_warps=blk.num_warps,
-                                                 num_stages=blk.num_stages),
+            kernel,
+            out_shape=out,
+            grid=grid,
+            interpret=interpret,
+            name=name,
+            compiler_params=plgpu.CompilerParams(
+                num_warps=blk.num_warps, num_stages=blk.num_stages
+            ),
         )(*operands)
 
     if _INTERPRET:
         return call(True, *args)
     return lax.platform_dependent(
-        *args, cpu=functools.partial(call, True), default=functools.partial(call, False))
+        *args, cpu=functools.partial(call, True), default=functools.partial(call, False)
+    )
 
 
 def _forward(lhs, rhs, spec: ConvSpec, geom: Geometry, bias, activation):
@@ -329,8 +361,9 @@ def _forward(lhs, rhs, spec: ConvSpec, geom: Geometry, bias, activation):
     blk = tiling.blocks(geom, spec.lhs_dtype.itemsize)
     has_bias = bias is not None
     if geom.variant == "dot":
-        build = functools.partial(_forward_dot, geom, blk, _dot_precision(spec), activation,
-                                  has_bias)
+        build = functools.partial(
+            _forward_dot, geom, blk, _dot_precision(spec), activation, has_bias
+        )
     else:
         build = functools.partial(_forward_fma, geom, blk, activation, has_bias)
     args = [x.reshape(-1), w.reshape(-1)]
@@ -355,8 +388,7 @@ def _weight_grad(lhs, rhs, spec: ConvSpec, geom: Geometry):
     size = geom.out_pixels * geom.in_per_group * geom.out_features
     dtype = spec.out_dtype if blk.splits == 1 else np.dtype(np.float32)
     out = jax.ShapeDtypeStruct((blk.splits * size,), dtype)
-    y = _pallas(build, blk, out, f"conv_weight_grad_{geom.variant}",
-                x.reshape(-1), w.reshape(-1))
+    y = _pallas(build, blk, out, f"conv_weight_grad_{geom.variant}", x.reshape(-1), w.reshape(-1))
     if blk.splits > 1:
         y = jnp.sum(y.reshape(blk.splits, size), axis=0).astype(spec.out_dtype)
     y = y.reshape(geom.out_spatial + (geom.in_per_group, geom.out_features))
@@ -374,8 +406,12 @@ def _conv_kernels(lhs, rhs, spec: ConvSpec, bias=None, activation=None):
     if reason is not None:
         raise NotImplementedError(f"{NAME} cannot compute {spec}: {reason}")
     geom = tiling.geometry(spec)
-    if math.prod(spec.out_shape) == 0 or geom.rows == 0 or geom.in_per_group == 0 or (
-            geom.formulation == "forward" and geom.in_per_group * geom.taps == 0):
+    if (
+        math.prod(spec.out_shape) == 0
+        or geom.rows == 0
+        or geom.in_per_group == 0
+        or (geom.formulation == "forward" and geom.in_per_group * geom.taps == 0)
+    ):
         y = jnp.zeros(spec.out_shape, spec.out_dtype)
         return apply_epilogue(y, spec, bias, activation).astype(spec.out_dtype)
     if geom.formulation == "forward":
@@ -385,8 +421,62 @@ def _conv_kernels(lhs, rhs, spec: ConvSpec, bias=None, activation=None):
 
 
 # --------------------------------------------------------------------------------------
+# vmap: the mapped axis folds into the batch
+# --------------------------------------------------------------------------------------
+
+
+def _fold_into_batch(lhs, spec: ConvSpec):
+    """``(V, *lhs_shape)`` -> lhs with batch ``V * N`` (V outer) and its spec."""
+    bdim = spec.dimension_numbers.lhs_spec[0]
+    x = jnp.moveaxis(lhs, 0, bdim)
+    shape = list(spec.lhs_shape)
+    shape[bdim] *= lhs.shape[0]
+    return x.reshape(shape), spec.replace(lhs_shape=tuple(shape))
+
+
+def _unfold_from_batch(y, spec: ConvSpec, size: int):
+    """Output with batch ``V * N`` -> ``(V, *out_shape)``."""
+    bdim = spec.dimension_numbers.out_spec[0]
+    shape = list(y.shape)
+    shape[bdim : bdim + 1] = [size, shape[bdim] // size]
+    return jnp.moveaxis(y.reshape(shape), bdim, 0)
+
+
+@functools.lru_cache(maxsize=256)
+def _batchable(spec: ConvSpec, activation: Callable | None, has_bias: bool):
+    """``_conv_kernels`` for one spec, whose ``vmap`` over the input alone folds the
+    mapped axis into the batch (one kernel launch over ``V * N``); other mappings
+    (a mapped kernel or bias) use Pallas' own batching (an extra grid axis)."""
+
+    def run(lhs, rhs, *bias):
+        return _conv_kernels(lhs, rhs, spec, bias[0] if has_bias else None, activation)
+
+    f = jax.custom_batching.custom_vmap(run)
+
+    @f.def_vmap
+    def rule(axis_size, in_batched, lhs, rhs, *bias):
+        if in_batched[0] and not any(in_batched[1:]) and spec.batch_group_count == 1:
+            x, folded = _fold_into_batch(lhs, spec)
+            y = _conv_kernels(x, rhs, folded, bias[0] if has_bias else None, activation)
+            return _unfold_from_batch(y, folded, axis_size), True
+        args = [
+            a if b else jnp.broadcast_to(a, (axis_size,) + a.shape)
+            for a, b in zip((lhs, rhs) + bias, in_batched)
+        ]
+        return jax.vmap(run)(*args), True
+
+    return f
+
+
+def _kernels(lhs, rhs, spec: ConvSpec, bias=None, activation=None):
+    extra = () if bias is None else (bias,)
+    return _batchable(spec, activation, bias is not None)(lhs, rhs, *extra)
+
+
+# --------------------------------------------------------------------------------------
 # Autodiff and the registered entry point
 # --------------------------------------------------------------------------------------
+
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv_vjp(lhs, rhs, spec: ConvSpec):
@@ -397,7 +487,7 @@ def conv_vjp(lhs, rhs, spec: ConvSpec):
     forward rule calls ``conv_vjp`` itself rather than the bare kernels: under an outer
     differentiation (gradient of gradient) the forward rule is differentiated too, and
     the bare ``pallas_call`` has no derivative rule."""
-    return _conv_kernels(lhs, rhs, spec)
+    return _kernels(lhs, rhs, spec)
 
 
 def _conv_vjp_fwd(lhs, rhs, spec):
@@ -406,8 +496,7 @@ def _conv_vjp_fwd(lhs, rhs, spec):
 
 def _conv_vjp_bwd(spec, res, g):
     lhs, rhs = res
-    return (autodiff.lhs_grad(g, rhs, spec, conv_vjp),
-            autodiff.rhs_grad(g, lhs, spec, conv_vjp))
+    return (autodiff.lhs_grad(g, rhs, spec, conv_vjp), autodiff.rhs_grad(g, lhs, spec, conv_vjp))
 
 
 conv_vjp.defvjp(_conv_vjp_fwd, _conv_vjp_bwd)
@@ -415,7 +504,7 @@ conv_vjp.defvjp(_conv_vjp_fwd, _conv_vjp_bwd)
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def _fused(lhs, rhs, bias, spec: ConvSpec, activation: Callable | None):
-    return _conv_kernels(lhs, rhs, spec, bias, activation)
+    return _kernels(lhs, rhs, spec, bias, activation)
 
 
 def _fused_fwd(lhs, rhs, bias, spec, activation):

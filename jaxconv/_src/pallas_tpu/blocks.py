@@ -22,10 +22,11 @@ Block-size rule (:func:`choose_blocks`)
 * Lanes: output features in blocks ``To`` of 256 (the v6e MXU width) when the padded
   count divides by 256, else 128; input features in blocks ``Tc`` of 512/256/128, the
   largest that divides the padded count (a reduction grid axis accumulates over them).
-* Rows: ``R`` = the output rows of a plane rounded up to the sublane tile (8 for 32-bit,
-  16 for bfloat16), capped at :data:`TARGET_ROWS`, and never below the halo (the largest
-  tap shift, rounded to the sublane tile): a grid step reads its row block plus the
-  first ``halo`` rows of the next block, so the halo must fit in one block.
+* Rows: the halo ``hr`` is the largest tap shift rounded up to the sublane tile (8 for
+  32-bit, 16 for bfloat16); ``R`` is the output rows of a plane, capped at
+  :data:`TARGET_ROWS`, rounded up to a multiple of ``hr``. A grid step reads its
+  ``R``-row block and the ``hr``-row block after it (block index ``(i + 1) R / hr``), so
+  the input is read ``1 + hr / R`` times.
 * VMEM: the estimate :func:`vmem_bytes` (double-buffered input, weight and output
   blocks, the halo-joined input copy and the float32 accumulator) must stay within
   :data:`VMEM_BUDGET`; while it does not, ``Tc`` then ``To`` then ``R`` are halved
@@ -41,7 +42,7 @@ import math
 
 import numpy as np
 
-from jaxconv._src.spec import ConvSpec
+from jaxconv._src.spec import ConvSpec, default_dimension_numbers
 
 LANES = 128
 #: Output rows per grid step aimed at (before the VMEM check and the halo floor).
@@ -174,6 +175,30 @@ def layout(spec: ConvSpec) -> Layout:
                   round_up(gpt * ig, LANES), round_up(gpt * og, LANES), 1, dtype, out_dtype)
 
 
+#: Taps are folded into lanes when the folded contraction (``taps * C``) fits this many
+#: lanes and folding at least halves the MXU work (see :func:`folded_spec`).
+FOLD_MAX_LANES = 256
+
+
+def folded_spec(spec: ConvSpec) -> ConvSpec | None:
+    """For a dense convolution with few input channels (an RGB stem), the 1x1 spec the
+    kernel runs instead: the wrapper gathers the taps into channels (``(N, *out,
+    taps * C)``, tap-major) so that ``taps * C`` fills the lanes once instead of padding
+    ``C`` to 128 for every tap. ``None`` when folding does not apply."""
+    taps = math.prod(spec.window)
+    C = spec.in_features
+    if (spec.feature_group_count > 1 or spec.batch_group_count > 1 or taps == 1
+            or taps * C > FOLD_MAX_LANES
+            or 2 * round_up(taps * C, LANES) > taps * round_up(C, LANES)):
+        return None
+    n = spec.nspatial
+    return ConvSpec.create(
+        (spec.batch,) + spec.out_spatial + (taps * C,), (1,) * n + (taps * C,
+                                                                      spec.out_features),
+        dimension_numbers=default_dimension_numbers(n), precision=spec.precision,
+        preferred_element_type=spec.preferred_element_type, lhs_dtype=spec.lhs_dtype)
+
+
 def unsupported(spec: ConvSpec) -> str | None:
     """Why the kernel cannot compute ``spec`` (``None`` when it can)."""
     if not 1 <= spec.nspatial <= 3:
@@ -220,7 +245,7 @@ def vmem_bytes(lay: Layout, rows: int, tc: int, to: int, hr: int, wgrad: bool = 
     isz = np.dtype(lay.dtype).itemsize
     osz = np.dtype(lay.out_dtype).itemsize
     e, p, t = len(lay.depth_shifts), lay.phases, len(lay.taps)
-    x_blocks = e * 2 * p * rows * tc * isz
+    x_blocks = e * p * (rows + hr) * tc * isz
     joined = e * p * (rows + hr) * tc * isz
     if lay.kind == "depthwise":
         w = t * tc * isz
@@ -238,7 +263,7 @@ def choose_blocks(lay: Layout, wgrad: bool = False) -> Blocks:
     kernel's estimate, whose accumulator is the ``(taps, tc, to)`` weight block)."""
     sub = sublanes(lay.dtype)
     hr = round_up(max(lay.halo, 1), sub)
-    rows = max(hr, round_up(min(lay.rows, TARGET_ROWS), sub))
+    rows = round_up(min(lay.rows, TARGET_ROWS), hr)
     if lay.kind == "depthwise":
         tc = to = _largest_dividing(lay.cin_tp, (512, 256, 128))
     else:
@@ -254,13 +279,15 @@ def choose_blocks(lay: Layout, wgrad: bool = False) -> Blocks:
                 to = tc
         elif to > LANES:
             to //= 2
-        elif rows // 2 >= hr and rows > sub:
-            rows = max(hr, round_up(rows // 2, sub))
+        elif rows > hr:
+            rows = max(hr, round_up(rows // 2, hr))
         else:
+            what = "weight-gradient" if wgrad else "forward"
             raise NotImplementedError(
-                f"pallas_tpu: the halo of {lay.halo} rows (largest tap shift in the "
-                f"flattened image) needs {need / 2**20:.1f} MiB of VMEM per grid step with "
-                f"the smallest blocks, over the {VMEM_BUDGET / 2**20:.0f} MiB budget"
+                f"pallas_tpu: the {what} kernel needs {need / 2**20:.1f} MiB of VMEM per "
+                f"grid step with the smallest blocks (halo of {lay.halo} rows, the largest "
+                f"tap shift in the flattened image; {len(lay.taps)} taps), over the "
+                f"{VMEM_BUDGET / 2**20:.0f} MiB budget"
             )
 
 
@@ -293,12 +320,25 @@ F32_PASSES = 6
 def roofline(spec: ConvSpec, chip: Chip) -> dict:
     """Blocks, HBM traffic, MXU (or VPU) work and roofline time of the forward kernel.
 
-    Traffic follows the grid order ``(N, DOUT, NT, JO, IB, KC)``: an input block is read
-    once per output-lane block (``JO`` times) and, with its halo neighbour, twice per
-    row block; the weight block stays resident across row blocks when ``KC == 1``.
+    Traffic follows the grid order ``(NT, JO, N, DOUT, IB, KC)``: an input block and its
+    ``hr``-row halo are read once per output-lane block (``JO`` times); the weight block
+    stays resident across the batch and row blocks when ``KC == 1``.
     ``wrapper_bytes`` is the XLA-side layout work (pad, phase split, crop): one read and
     one write of the input and of the wide output.
     """
+    folded = folded_spec(spec) if unsupported(spec) is None else None
+    if folded is not None:  # gather the taps into lanes (one read, one patch write)
+        r = roofline(folded, chip)
+        gather = (math.prod(spec.lhs_shape) + math.prod(folded.lhs_shape)) * np.dtype(
+            spec.lhs_dtype).itemsize
+        r["kind"] = "matmul (taps in lanes)"
+        r["useful_flops"] = spec.cost()["flops"]
+        r["halo"] = 0
+        r["wrapper_bytes"] += gather
+        r["hbm_s"] = (r["kernel_bytes"] + r["wrapper_bytes"]) / chip.hbm_bytes_per_s
+        r["time_s"] = max(r["compute_s"], r["hbm_s"])
+        r["bound"] = "compute" if r["compute_s"] > r["hbm_s"] else "HBM"
+        return r
     lay = layout(spec)
     blk = choose_blocks(lay)
     isz = np.dtype(lay.dtype).itemsize
@@ -309,9 +349,9 @@ def roofline(spec: ConvSpec, chip: Chip) -> dict:
     nt = lay.tiles
     kc = lay.cin_tp // blk.tc
     jo = lay.cout_tp // blk.to if lay.kind == "matmul" else 1
-    x_bytes = steps_rows * nt * jo * kc * e * 2 * p * blk.rows * blk.tc * isz
+    x_bytes = steps_rows * nt * jo * kc * e * p * (blk.rows + blk.hr) * blk.tc * isz
     if lay.kind == "matmul":
-        w_reads = lay.batch * lay.dout * nt * jo * kc * (ib if kc > 1 else 1)
+        w_reads = nt * jo * kc * (steps_rows if kc > 1 else 1)
         w_bytes = w_reads * t * blk.tc * blk.to * isz
         out_bytes = steps_rows * blk.rows * nt * lay.cout_tp * osz
         mxu = 2 * steps_rows * blk.rows * t * nt * lay.cin_tp * lay.cout_tp

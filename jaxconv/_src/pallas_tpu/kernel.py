@@ -4,9 +4,8 @@ Three kernels share one layout (see :mod:`jaxconv._src.pallas_tpu.blocks`): the 
 is padded, input-dilated, phase-split by the strides and flattened, channels on the
 128-wide lane axis, so that every kernel tap is one static row shift of a VMEM block.
 
-* ``matmul`` (dense and grouped): grid ``(N, DOUT, NT, JO, IB, KC)``. A step joins its
-  ``(P, R, tc)`` input row block with the first ``hr`` rows of the next block (the
-  halo) in VMEM and accumulates, per tap, ``x[r + shift] @ w[tap]`` on the MXU into a
+* ``matmul`` (dense and grouped): grid ``(NT, JO, N, DOUT, IB, KC)``. A step joins its
+  ``(P, R, tc)`` input row block with the ``hr``-row block after it (the halo) in VMEM and accumulates, per tap, ``x[r + shift] @ w[tap]`` on the MXU into a
   float32 VMEM accumulator; the last input-lane step adds the bias, applies the
   activation and casts. Groups are packed ``groups_per_tile`` to a lane tile with a
   block-diagonal weight, so small groups still feed the MXU full tiles.
@@ -42,9 +41,9 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
@@ -52,11 +51,13 @@ from jax.experimental.pallas import tpu as pltpu
 from jaxconv._src import dispatch
 from jaxconv._src.autodiff import lhs_grad
 from jaxconv._src.impl import window as W
+from jaxconv._src.impl.taps import tap_slice
 from jaxconv._src.pallas_tpu.blocks import (
     VMEM_LIMIT,
     Blocks,
     Layout,
     choose_blocks,
+    folded_spec,
     layout,
     unsupported,
 )
@@ -231,19 +232,20 @@ def _join_halo(x_refs, xs_ref, blk: Blocks, n_depth: int):
     the contiguous VMEM scratch ``xs_ref`` of shape ``(E, P, R + hr, tc)``."""
     for e in range(n_depth):
         xs_ref[e, :, : blk.rows, :] = x_refs[2 * e][...]
-        xs_ref[e, :, blk.rows :, :] = x_refs[2 * e + 1][:, : blk.hr, :]
+        xs_ref[e, :, blk.rows :, :] = x_refs[2 * e + 1][...]
 
 
 def _x_specs(lay: Layout, blk: Blocks, index: Callable, lane_block: Callable):
-    """Two row blocks (this one and the next, for the halo) per depth shift."""
+    """Per depth shift: the ``R``-row block and the ``hr``-row halo block after it
+    (``hr`` divides ``R``, so the halo is block ``(i + 1) * R / hr`` of ``hr`` rows)."""
     specs = []
     for e in lay.depth_shifts:
-        for nxt in (0, 1):
-            def imap(*ids, e=e, nxt=nxt):
+        for rows, scale, nxt in ((blk.rows, 1, 0), (blk.hr, blk.rows // blk.hr, 1)):
+            def imap(*ids, e=e, scale=scale, nxt=nxt):
                 n, dz, i = index(*ids)
-                return (n, 0, dz + e, i + nxt, lane_block(*ids))
+                return (n, 0, dz + e, (i + nxt) * scale, lane_block(*ids))
 
-            specs.append(pl.BlockSpec((None, lay.phases, None, blk.rows, blk.tc), imap))
+            specs.append(pl.BlockSpec((None, lay.phases, None, rows, blk.tc), imap))
     return specs
 
 
@@ -298,16 +300,18 @@ def _forward_call(lay: Layout, blk: Blocks, activation, interpret: Any):
             def _():
                 o_ref[...] = act(acc_ref[...] + b_ref[...]).astype(o_ref.dtype)
 
-        grid = (lay.batch, lay.dout, lay.tiles, jo, ib, kc)
-        in_specs = _x_specs(lay, blk, lambda n, dz, nt, j, i, k: (n, dz, i),
-                            lambda n, dz, nt, j, i, k: nt * kc + k)
+        # weights outermost: with one input-lane block (KC == 1) a weight block stays
+        # in VMEM across the whole batch
+        grid = (lay.tiles, jo, lay.batch, lay.dout, ib, kc)
+        in_specs = _x_specs(lay, blk, lambda nt, j, n, dz, i, k: (n, dz, i),
+                            lambda nt, j, n, dz, i, k: nt * kc + k)
         in_specs += [
             pl.BlockSpec((None, len(taps), blk.tc, blk.to),
-                         lambda n, dz, nt, j, i, k: (nt, 0, k, j)),
-            pl.BlockSpec((1, blk.to), lambda n, dz, nt, j, i, k: (0, nt * jo + j)),
+                         lambda nt, j, n, dz, i, k: (nt, 0, k, j)),
+            pl.BlockSpec((1, blk.to), lambda nt, j, n, dz, i, k: (0, nt * jo + j)),
         ]
         out_spec = pl.BlockSpec((None, None, rows, blk.to),
-                                lambda n, dz, nt, j, i, k: (n, dz, i, nt * jo + j))
+                                lambda nt, j, n, dz, i, k: (n, dz, i, nt * jo + j))
         scratch = [scratch_x, pltpu.VMEM((rows, blk.to), jnp.float32)]
         semantics = ("parallel",) * 5 + ("arbitrary",)
 
@@ -456,6 +460,15 @@ def _on_platform(make: Callable[[Any], Callable], *args):
 
 
 def _forward(lhs, rhs, spec: ConvSpec, bias, activation):
+    folded = folded_spec(spec)
+    if folded is not None:  # few channels: gather the taps into lanes, run a 1x1 conv
+        x_cl, w_cl = W.to_channels_last(lhs, rhs, spec)
+        xp = W.dilate_and_pad(x_cl, spec)
+        patches = jnp.concatenate([tap_slice(xp, start, spec)
+                                   for _, start in W.tap_starts(spec)], axis=-1)
+        w = w_cl.reshape(folded.rhs_shape)  # (*win, I, O) is tap-major like the patches
+        y = _forward(patches, w, folded, bias, activation)
+        return W.from_channels_last(y, spec)
     lay = layout(spec)
     blk = choose_blocks(lay)
     x_cl, w_cl = W.to_channels_last(lhs, rhs, spec)
@@ -478,13 +491,10 @@ def _weight_gradient(lhs, g, spec: ConvSpec):
     x_cl = jnp.transpose(lhs, (lhs_spec[0],) + tuple(lhs_spec[2:]) + (lhs_spec[1],))
     x = _prepare_input(x_cl.astype(lay.dtype), spec, lay, blk)
     out_spec = spec.dimension_numbers.out_spec
-    n = spec.nspatial
     g_cl = jnp.transpose(g, (out_spec[0],) + tuple(out_spec[2:]) + (out_spec[1],))
     gw = _to_wide(g_cl.astype(lay.dtype), lay, blk)
     dw = _on_platform(lambda interp: _wgrad_call(lay, blk, interp), x, gw)
-    w_cl = _weight_from_tiles(dw, lay, spec.window)
-    assert w_cl.ndim == n + 2
-    return _rhs_from_cl(w_cl, spec)
+    return _rhs_from_cl(_weight_from_tiles(dw, lay, spec.window), spec)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

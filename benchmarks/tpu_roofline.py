@@ -1,0 +1,123 @@
+"""Paper performance of the ``pallas_tpu`` kernels: blocks, HBM traffic, MXU work and
+roofline time per benchmark layer on TPU v5e and v6e.
+
+Run: ``python benchmarks/tpu_roofline.py [--batch 8] [--out benchmarks/results/tpu_roofline.md]``
+
+Peak figures (per chip, bf16 MXU peak and HBM bandwidth) are the published ones,
+cited in :data:`jaxconv._src.pallas_tpu.blocks.CHIPS`:
+
+* v5e: 197 TFLOP/s bf16, 819 GB/s (https://cloud.google.com/tpu/docs/v5e)
+* v6e: 918 TFLOP/s bf16, 1640 GB/s (https://cloud.google.com/tpu/docs/v6e)
+
+Model (see :func:`jaxconv._src.pallas_tpu.blocks.roofline`): time = max(MXU FLOPs the
+kernel issues (lane padding and block-diagonal group tiles included) / peak, HBM bytes
+(kernel block reads with the grid's re-reads, plus the XLA-side layout passes) /
+bandwidth). ``ideal`` is the same bound for the useful FLOPs and a single read of the
+operands and write of the output: the ratio ``kernel / ideal`` is what the layout costs.
+Depthwise layers run on the vector unit, whose rate is not published: their time is
+the HBM bound. The Colab kernels notebook measures the real numbers against lax.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxconv._src.pallas_tpu.blocks import CHIPS, F32_PASSES, roofline
+from jaxconv._src.spec import ConvSpec, default_dimension_numbers
+
+#: (model, layer, input NHWC/NDHWC without batch, kernel HWIO/DHWIO, stride, padding,
+#:  feature groups, lhs_dilation, rhs_dilation), from the named model suites.
+LAYERS = [
+    ("ResNet-50", "conv1 7x7/2", (224, 224, 3), (7, 7, 3, 64), 2, "SAME", 1, 1, 1),
+    ("ResNet-50", "res2 3x3", (56, 56, 64), (3, 3, 64, 64), 1, "SAME", 1, 1, 1),
+    ("ResNet-50", "res3 1x1 expand", (28, 28, 128), (1, 1, 128, 512), 1, "SAME", 1, 1, 1),
+    ("ResNet-50", "res4 3x3/2", (28, 28, 256), (3, 3, 256, 256), 2, "SAME", 1, 1, 1),
+    ("ResNet-50", "res5 3x3", (7, 7, 512), (3, 3, 512, 512), 1, "SAME", 1, 1, 1),
+    ("MobileNetV2", "dw 3x3/2 (96)", (112, 112, 96), (3, 3, 1, 96), 2, "SAME", 96, 1, 1),
+    ("MobileNetV2", "dw 3x3 (576)", (14, 14, 576), (3, 3, 1, 576), 1, "SAME", 576, 1, 1),
+    ("ResNeXt-50", "3x3 g32 (256)", (28, 28, 256), (3, 3, 8, 256), 1, "SAME", 32, 1, 1),
+    ("U-Net", "up 3x3 transposed x2", (28, 28, 256), (3, 3, 256, 128), 1,
+     ((1, 2), (1, 2)), 1, 2, 1),
+    ("DCGAN", "gen 4x4 transposed x2", (16, 16, 256), (4, 4, 256, 128), 1,
+     ((2, 2), (2, 2)), 1, 2, 1),
+    ("WaveNet", "dilated k2 d8", (4096, 64), (2, 64, 128), 1, "CAUSAL", 1, 1, 8),
+    ("C3D", "conv3a 3x3x3", (8, 28, 28, 128), (3, 3, 3, 128, 256), 1, "SAME", 1, 1, 1),
+]
+
+
+def layer_spec(row, batch: int, dtype) -> ConvSpec:
+    _, _, inp, ker, stride, padding, groups, lhs_dil, rhs_dil = row
+    n = len(inp) - 1
+    return ConvSpec.create(
+        (batch,) + inp, ker, stride, padding, lhs_dil, rhs_dil,
+        default_dimension_numbers(n), groups, lhs_dtype=dtype)
+
+
+def ideal_seconds(spec: ConvSpec, chip) -> float:
+    cost = spec.cost()
+    passes = F32_PASSES if np.dtype(spec.lhs_dtype).name == "float32" else 1
+    return max(cost["flops"] * passes / chip.bf16_flops, cost["bytes"] / chip.hbm_bytes_per_s)
+
+
+def table(batch: int, dtype) -> str:
+    head = ["model", "layer", "kind", "R", "tc", "to", "halo", "row blocks", "tiles",
+            "VMEM MiB", "useful GFLOP", "MXU GFLOP", "kernel HBM MB", "layout HBM MB"]
+    for chip in CHIPS.values():
+        head += [f"{chip.name} us", f"{chip.name} ideal us", f"{chip.name} bound"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in LAYERS:
+        spec = layer_spec(row, batch, dtype)
+        cells = [row[0], row[1]]
+        first = None
+        for chip in CHIPS.values():
+            r = roofline(spec, chip)
+            if first is None:
+                first = r
+                cells += [r["kind"], r["rows"], r["tc"], r["to"], r["halo"], r["grid_rows"],
+                          r["tiles"], f"{r['vmem_mib']:.1f}", f"{r['useful_flops'] / 1e9:.2f}",
+                          f"{r['mxu_flops'] / 1e9:.2f}" if r["mxu_flops"] else
+                          f"VPU {r['vpu_ops'] / 1e9:.2f} Gop",
+                          f"{r['kernel_bytes'] / 1e6:.1f}", f"{r['wrapper_bytes'] / 1e6:.1f}"]
+            cells += [f"{r['time_s'] * 1e6:.1f}", f"{ideal_seconds(spec, chip) * 1e6:.1f}",
+                      r["bound"]]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).parent / "results" / "tpu_roofline.md")
+    args = parser.parse_args(argv)
+    parts = [
+        "# pallas_tpu: roofline on paper (forward pass)",
+        "",
+        f"Batch {args.batch}. Generated by `python benchmarks/tpu_roofline.py`. Peaks: "
+        + "; ".join(c.source for c in CHIPS.values())
+        + f". float32 matmuls counted as {F32_PASSES} bf16 MXU passes.",
+        "",
+        "Columns: `R` rows per grid step, `tc`/`to` input/output lanes per block, `halo` the",
+        "largest tap shift (rows read from the next block), `tiles` group tiles (block-diagonal",
+        "weights), `MXU GFLOP` what the kernel issues (padding and the wide rows included),",
+        "`kernel HBM` the block reads and writes of the grid, `layout HBM` the XLA passes",
+        "(pad, phase split, lane padding, crop), `us` the roofline time of both, `ideal` the",
+        "bound for the useful FLOPs and one pass over the operands.",
+        "",
+    ]
+    for dtype in (jnp.bfloat16, np.float32):
+        parts += [f"## {np.dtype(dtype).name}", "", table(args.batch, dtype), ""]
+    text = "\n".join(parts)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
