@@ -3,6 +3,8 @@ roofline time per benchmark layer on TPU v5e and v6e.
 
 Run: ``python benchmarks/tpu_roofline.py [--batch 8] [--out benchmarks/results/tpu_roofline.md]``
 
+The layers are the shared benchmark suites (``jaxconv._src.bench.SUITES``).
+
 Peak figures (per chip, bf16 MXU peak and HBM bandwidth) are the published ones,
 cited in :data:`jaxconv._src.pallas_tpu.blocks.CHIPS`:
 
@@ -12,7 +14,8 @@ cited in :data:`jaxconv._src.pallas_tpu.blocks.CHIPS`:
 Model (see :func:`jaxconv._src.pallas_tpu.blocks.roofline`): time = max(MXU FLOPs the
 kernel issues (lane padding and block-diagonal group tiles included) / peak, HBM bytes
 (kernel block reads with the grid's re-reads, plus the XLA-side layout passes) /
-bandwidth). ``ideal`` is the same bound for the useful FLOPs and a single read of the
+bandwidth). ``fwd+bwd`` adds the input gradient (the forward kernel on the core's
+transposed spec) and the weight-gradient kernel. ``ideal`` is the same bound for the useful FLOPs and a single read of the
 operands and write of the output: the ratio ``kernel / ideal`` is what the layout costs.
 Depthwise layers run on the vector unit, whose rate is not published: their time is
 the HBM bound. The Colab kernels notebook measures the real numbers against lax.
@@ -21,41 +24,17 @@ the HBM bound. The Colab kernels notebook measures the real numbers against lax.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconv._src.pallas_tpu.blocks import CHIPS, F32_PASSES, roofline
-from jaxconv._src.spec import ConvSpec, default_dimension_numbers
-
-#: (model, layer, input NHWC/NDHWC without batch, kernel HWIO/DHWIO, stride, padding,
-#:  feature groups, lhs_dilation, rhs_dilation), from the named model suites.
-LAYERS = [
-    ("ResNet-50", "conv1 7x7/2", (224, 224, 3), (7, 7, 3, 64), 2, "SAME", 1, 1, 1),
-    ("ResNet-50", "res2 3x3", (56, 56, 64), (3, 3, 64, 64), 1, "SAME", 1, 1, 1),
-    ("ResNet-50", "res3 1x1 expand", (28, 28, 128), (1, 1, 128, 512), 1, "SAME", 1, 1, 1),
-    ("ResNet-50", "res4 3x3/2", (28, 28, 256), (3, 3, 256, 256), 2, "SAME", 1, 1, 1),
-    ("ResNet-50", "res5 3x3", (7, 7, 512), (3, 3, 512, 512), 1, "SAME", 1, 1, 1),
-    ("MobileNetV2", "dw 3x3/2 (96)", (112, 112, 96), (3, 3, 1, 96), 2, "SAME", 96, 1, 1),
-    ("MobileNetV2", "dw 3x3 (576)", (14, 14, 576), (3, 3, 1, 576), 1, "SAME", 576, 1, 1),
-    ("ResNeXt-50", "3x3 g32 (256)", (28, 28, 256), (3, 3, 8, 256), 1, "SAME", 32, 1, 1),
-    ("U-Net", "up 3x3 transposed x2", (28, 28, 256), (3, 3, 256, 128), 1,
-     ((1, 2), (1, 2)), 1, 2, 1),
-    ("DCGAN", "gen 4x4 transposed x2", (16, 16, 256), (4, 4, 256, 128), 1,
-     ((2, 2), (2, 2)), 1, 2, 1),
-    ("WaveNet", "dilated k2 d8", (4096, 64), (2, 64, 128), 1, "CAUSAL", 1, 1, 8),
-    ("C3D", "conv3a 3x3x3", (8, 28, 28, 128), (3, 3, 3, 128, 256), 1, "SAME", 1, 1, 1),
-]
-
-
-def layer_spec(row, batch: int, dtype) -> ConvSpec:
-    _, _, inp, ker, stride, padding, groups, lhs_dil, rhs_dil = row
-    n = len(inp) - 1
-    return ConvSpec.create(
-        (batch,) + inp, ker, stride, padding, lhs_dil, rhs_dil,
-        default_dimension_numbers(n), groups, lhs_dtype=dtype)
+from jaxconv._src import bench
+from jaxconv._src.pallas_tpu.blocks import CHIPS, F32_PASSES, roofline, roofline_training
+from jaxconv._src.pallas_tpu.kernel import supports
+from jaxconv._src.spec import ConvSpec
 
 
 def ideal_seconds(spec: ConvSpec, chip) -> float:
@@ -65,14 +44,20 @@ def ideal_seconds(spec: ConvSpec, chip) -> float:
 
 
 def table(batch: int, dtype) -> str:
-    head = ["model", "layer", "kind", "R", "tc", "to", "halo", "row blocks", "tiles",
+    head = ["suite", "layer", "kind", "R", "tc", "to", "halo", "row blocks", "tiles",
             "VMEM MiB", "useful GFLOP", "MXU GFLOP", "kernel HBM MB", "layout HBM MB"]
     for chip in CHIPS.values():
-        head += [f"{chip.name} us", f"{chip.name} ideal us", f"{chip.name} bound"]
+        head += [f"{chip.name} us", f"{chip.name} ideal us", f"{chip.name} bound",
+                 f"{chip.name} fwd+bwd us"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in LAYERS:
-        spec = layer_spec(row, batch, dtype)
-        cells = [row[0], row[1]]
+    for layer in bench.layers():
+        spec = dataclasses.replace(layer, batch=batch).spec(dtype)
+        cells = [layer.suite, layer.name]
+        reason = supports(spec)
+        if reason is not None:
+            cells += [f"not supported: {reason}"] + [""] * (len(head) - 3)
+            lines.append("| " + " | ".join(cells) + " |")
+            continue
         first = None
         for chip in CHIPS.values():
             r = roofline(spec, chip)
@@ -83,8 +68,12 @@ def table(batch: int, dtype) -> str:
                           f"{r['mxu_flops'] / 1e9:.2f}" if r["mxu_flops"] else
                           f"VPU {r['vpu_ops'] / 1e9:.2f} Gop",
                           f"{r['kernel_bytes'] / 1e6:.1f}", f"{r['wrapper_bytes'] / 1e6:.1f}"]
+            try:
+                train = f"{roofline_training(spec, chip)['total_s'] * 1e6:.1f}"
+            except NotImplementedError as e:
+                train = "n/a: " + str(e).removeprefix("pallas_tpu: ").split(" (")[0]
             cells += [f"{r['time_s'] * 1e6:.1f}", f"{ideal_seconds(spec, chip) * 1e6:.1f}",
-                      r["bound"]]
+                      r["bound"], train]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
@@ -96,7 +85,7 @@ def main(argv=None) -> int:
                         default=Path(__file__).parent / "results" / "tpu_roofline.md")
     args = parser.parse_args(argv)
     parts = [
-        "# pallas_tpu: roofline on paper (forward pass)",
+        "# pallas_tpu: roofline on paper",
         "",
         f"Batch {args.batch}. Generated by `python benchmarks/tpu_roofline.py`. Peaks: "
         + "; ".join(c.source for c in CHIPS.values())
@@ -107,7 +96,9 @@ def main(argv=None) -> int:
         "weights), `MXU GFLOP` what the kernel issues (padding and the wide rows included),",
         "`kernel HBM` the block reads and writes of the grid, `layout HBM` the XLA passes",
         "(pad, phase split, lane padding, crop), `us` the roofline time of both, `ideal` the",
-        "bound for the useful FLOPs and one pass over the operands.",
+        "bound for the useful FLOPs and one pass over the operands, `fwd+bwd` the forward plus",
+        "the input gradient (forward kernel on the transposed spec) plus the weight-gradient",
+        "kernel (a stem's input gradient, never needed in training, is included).",
         "",
     ]
     for dtype in (jnp.bfloat16, np.float32):

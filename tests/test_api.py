@@ -191,3 +191,18 @@ def test_implementations_listed_and_auto_choice():
     )
     assert jaxconv.auto_order(dense, "cpu")[0] in names
     assert jaxconv.auto_order(grouped, "cpu")[0] == "taps"
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("pads", [[(-1, 1)], [(2, -1)], [(-2, -1)], [(-1, 3)]])
+@pytest.mark.parametrize("input_dilation", [1, 2, 3])
+def test_crops_are_computed_right(impl, pads, input_dilation):
+    # XLA:CPU returns values ~1e16 for lax.conv_general_dilated with pads ((-1, 1),) and a
+    # 1-wide window (jax 0.10.2); jaxconv applies crops as slices, so every path is right.
+    x = jnp.asarray(rng.standard_normal((1, 5, 16)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((1, 16, 2)), jnp.float32)
+    (lo, hi) = pads[0]
+    xp = lax.pad(x, 0.0, [(0, 0, 0), (lo, hi, input_dilation - 1), (0, 0, 0)])
+    ref = lax.conv_general_dilated(xp, w, (1,), "VALID", dimension_numbers=("NWC", "WIO", "NWC"))
+    out = jaxconv.conv(x, w, padding=pads, input_dilation=input_dilation, implementation=impl)
+    assert relative_error(out, ref) < 2e-5

@@ -102,6 +102,52 @@ def test_loss_curve_matches_single_device_pallas(implementation):
     assert r["params_rel_error"] <= 10 * tolerance(np.float32)
 
 
+@pytest.mark.slow
+def test_two_processes_jax_distributed():
+    """Two processes x 4 CPU devices joined by ``jax.distributed.initialize`` (gloo
+    collectives): the multi-host setting of docs/multi_host.md on one machine. Both
+    modes run on the 8-device global mesh and match one device."""
+    import socket
+
+    from jaxconv._src.reference import tolerance
+
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    ).strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "process", str(i), str(port)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = []
+    for proc in procs:
+        try:
+            stdout, stderr = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, stderr[-4000:]
+        outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    assert sorted(o["process"] for o in outs) == [0, 1]
+    for o in outs:
+        assert (o["devices"], o["local_devices"]) == (8, 4)
+        assert o["sharded_error"] <= tolerance(np.float32)
+        single, parallel = np.asarray(o["single"]), np.asarray(o["parallel"])
+        rel = np.max(np.abs(parallel - single)) / np.max(np.abs(single))
+        assert rel <= tolerance(np.float32), (single, parallel)
+    assert outs[0]["parallel"] == outs[1]["parallel"]  # one program, one result
+
+
 # --------------------------------------------------------------------------------------
 # Worker (subprocess with 8 CPU devices)
 # --------------------------------------------------------------------------------------
@@ -128,10 +174,21 @@ def _loss_fn(implementation):
     import jaxconv
 
     def apply(params, x):
-        h = jaxconv.conv(x, params["w1"], bias=params["b1"], activation=jax.nn.relu,
-                         implementation=implementation)
-        h = jaxconv.conv(h, params["w2"], stride=2, bias=params["b2"], activation=jax.nn.relu,
-                         implementation=implementation)
+        h = jaxconv.conv(
+            x,
+            params["w1"],
+            bias=params["b1"],
+            activation=jax.nn.relu,
+            implementation=implementation,
+        )
+        h = jaxconv.conv(
+            h,
+            params["w2"],
+            stride=2,
+            bias=params["b2"],
+            activation=jax.nn.relu,
+            implementation=implementation,
+        )
         return h.reshape(h.shape[0], -1) @ params["wd"] + params["bd"]
 
     def loss(params, x, y):
@@ -179,8 +236,10 @@ def _curves(implementation: str) -> dict:
         xb, yb = dp.shard_batch((x[i], y[i]), mesh)
         params, state, loss = step(params, state, xb, yb)
         parallel.append(float(loss))
-    num = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-              for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params_single)))
+    num = max(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params_single))
+    )
     den = max(float(np.max(np.abs(np.asarray(b)))) for b in jax.tree.leaves(params_single))
     return {
         "single": single,
@@ -215,9 +274,68 @@ def _errors() -> dict:
     return out
 
 
+def _process(index: int, port: int) -> dict:
+    """One of two processes of :func:`test_two_processes_jax_distributed`."""
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        f"localhost:{port}", num_processes=2, process_id=index, initialization_timeout=120
+    )
+    import jax.numpy as jnp
+    import optax
+    from jax.experimental import multihost_utils
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    import jaxconv
+    from jaxconv._src import data_parallel as dp
+    from jaxconv._src.reference import relative_error
+    from jaxconv._src.sharded import sharded_conv
+
+    mesh = dp.device_mesh()  # all 8 devices of both processes
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, 32, 6, 3)).astype(np.float32)
+    w = rng.normal(size=(3, 3, 3, 4)).astype(np.float32)
+    # each process supplies only the rows its own devices hold
+    split = NamedSharding(mesh, PartitionSpec(None, "data"))
+    xg = jax.make_array_from_callback(x.shape, split, lambda index: x[index])
+    conv = lambda x, w: sharded_conv(  # noqa: E731
+        x, w, mesh=mesh, axis_name="data", padding_mode="circular", implementation="taps"
+    )
+    y = multihost_utils.process_allgather(jax.jit(conv)(xg, w), tiled=True)
+    ref = jaxconv.conv(x, w, padding_mode="circular", implementation="xla", precision="highest")
+
+    loss_fn = _loss_fn("taps")
+    tx = optax.sgd(0.1, momentum=0.9)
+    xs, ys = _data()
+    params0 = _init(jax.random.key(0))
+    step = dp.data_parallel_step(loss_fn, tx, mesh)
+    params, state = dp.replicate((params0, tx.init(params0)), mesh)
+    parallel = []
+    for i in range(STEPS):
+        params, state, loss = step(params, state, xs[i], ys[i])
+        parallel.append(float(loss))
+    single, q, qs = [], params0, tx.init(params0)
+    for i in range(STEPS):
+        loss, grads = jax.value_and_grad(loss_fn)(q, jnp.asarray(xs[i]), jnp.asarray(ys[i]))
+        updates, qs = tx.update(grads, qs, q)
+        q = optax.apply_updates(q, updates)
+        single.append(float(loss))
+    return {
+        "process": jax.process_index(),
+        "devices": jax.device_count(),
+        "local_devices": jax.local_device_count(),
+        "sharded_error": relative_error(y, ref),
+        "parallel": parallel,
+        "single": single,
+    }
+
+
 def _worker(argv: list[str]) -> dict:
     import importlib
 
+    if argv[0] == "process":
+        return _process(int(argv[1]), int(argv[2]))
     import jax
 
     assert len(jax.devices()) == DEVICES, jax.devices()

@@ -282,6 +282,22 @@ def test_conv_transpose_errors():
         )
     with pytest.raises(ValueError, match="feature_group_count"):
         jnn.ConvTranspose(3, (3, 3), feature_group_count=2).init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="'SAME', 'VALID', 'CIRCULAR'"):
+        jnn.ConvTranspose(3, (3, 3), padding="REFLECT").init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="int >= 0"):
+        jnn.ConvTranspose(3, (3, 3), padding=[(1, 1), (0, 0)], padding_convention="torch").init(
+            jax.random.key(0), x
+        )
+
+
+def test_depthwise_errors():
+    x = rand((1, 6, 6, 2))
+    with pytest.raises(ValueError, match="CAUSAL"):
+        jnn.DepthwiseConv((3, 3), padding="CAUSAL").init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="depth_multiplier"):
+        jnn.DepthwiseConv((3, 3), 0).init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="mask"):
+        jnn.DepthwiseConv((3, 3), mask=jnp.ones((3, 3, 2, 1))).init(jax.random.key(0), x)
 
 
 # ----------------------------------------------------------------------------- depthwise

@@ -48,6 +48,9 @@ CASES = {
     "nchw_crop": ((2, 32, 7, 6), (4, 32, 3, 3),
                   dict(padding=((-1, 2), (1, 1)), dimension_numbers=NCHW)),
     "stem": ((2, 11, 10, 3), (3, 3, 3, 6), dict(window_strides=2, padding="SAME")),
+    # no halo: 1x1 and patchifying windows read their blocks without a halo copy
+    "pointwise": ((2, 5, 6, 8), (1, 1, 8, 12), {}),
+    "patchify": ((2, 6, 8, 96), (2, 2, 96, 5), dict(window_strides=2)),
 }
 
 #: Classes also run forward and backward in bfloat16 (all of them lower in both dtypes).
@@ -127,7 +130,8 @@ def test_forward_random(spec):
 
 
 @pytest.mark.parametrize(
-    "name", ["dense2d_dilated", "depthwise", "transposed", "batch_groups", "stem"])
+    "name",
+    ["dense2d_dilated", "depthwise", "transposed", "batch_groups", "stem", "patchify", "pointwise"])
 def test_gradients_named(tpu_interpret, name):
     _check_gradients(_spec(name))
 
@@ -264,6 +268,7 @@ LAYERS = [  # (lhs NHWC, rhs HWIO, strides, groups, dtype): real-model layers, s
     ((8, 56, 56, 64), (3, 3, 64, 64), 1, 1, jnp.bfloat16),
     ((8, 224, 224, 3), (7, 7, 3, 64), 2, 1, jnp.bfloat16),
     ((8, 14, 14, 1024), (1, 1, 1024, 2048), 2, 1, np.float32),
+    ((8, 56, 56, 256), (1, 1, 256, 64), 1, 1, jnp.bfloat16),
     ((8, 112, 112, 96), (3, 3, 1, 96), 2, 96, jnp.bfloat16),
     ((8, 28, 28, 256), (3, 3, 8, 256), 1, 32, jnp.bfloat16),
     ((2, 16, 56, 56, 64), (3, 3, 3, 64, 128), 1, 1, jnp.bfloat16),
@@ -281,7 +286,8 @@ def test_block_rule_respects_vmem_and_halo(layer):
         blk = blocks.choose_blocks(lay, wgrad=wgrad)
         sub = blocks.sublanes(dtype)
         assert blk.rows % sub == 0 and blk.hr % sub == 0
-        assert lay.halo <= blk.hr <= blk.rows and blk.rows % blk.hr == 0
+        assert lay.halo <= blk.hr <= blk.rows and (blk.hr == 0 or blk.rows % blk.hr == 0)
+        assert (blk.hr == 0) == (lay.halo == 0)
         assert blk.vmem == blocks.vmem_bytes(lay, blk.rows, blk.tc, blk.to, blk.hr, wgrad)
         assert blk.vmem <= blocks.VMEM_BUDGET
         assert lay.cin_tp % blk.tc == 0 and lay.cout_tp % blk.to == 0
@@ -316,8 +322,12 @@ def test_folding_rule():
     assert folded is not None and folded.window == (1, 1)
     assert folded.lhs_shape == (2, 6, 5, 3 * 3 * 3)
     for name in ("dense1d_stride", "dense2d_dilated", "dense3d", "transposed", "grouped",
-                 "depthwise", "batch_groups", "nchw_crop"):
+                 "depthwise", "batch_groups", "nchw_crop", "pointwise", "patchify"):
         assert blocks.folded_spec(_spec(name)) is None, name
+    pointwise = blocks.pointwise_spec(_spec("pointwise"))
+    assert pointwise.lhs_shape == (1, 2 * 5 * 6, 8) and pointwise.rhs_shape == (1, 8, 12)
+    assert blocks.pointwise_spec(pointwise) is None
+    assert blocks.pointwise_spec(_spec("patchify")) is None
 
 
 def test_registered_for_dispatch():

@@ -419,6 +419,22 @@ def test_lowers_float32_precisions(precision):
     assert "xla.gpu.triton" in text
 
 
+def test_force_interpret_runs_the_interpreter_for_every_platform():
+    spec = _spec(*CASES["depthwise"])
+    x, w, ct = _operands(spec)
+    pt.force_interpret(True)
+    try:
+        text = _lower_for_cuda(spec)
+        got = _forward_and_grads(pt.conv, spec)(x, w, ct)
+    finally:
+        pt.force_interpret(False)
+    assert "xla.gpu.triton" not in text  # the interpreter is plain XLA
+    want = _reference_forward_and_grads(spec, x, w, ct)
+    for a, b in zip(got, want):
+        assert relative_error(a, b) <= tolerance(np.float32)
+    assert "xla.gpu.triton" in _lower_for_cuda(spec)
+
+
 def test_lowers_vmap_and_fused_epilogue_for_cuda():
     spec = _spec(*CASES["dense2d_same"])
     x, w, _ = _operands(spec)

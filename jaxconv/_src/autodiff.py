@@ -162,7 +162,9 @@ def with_transposed_vjp(conv_fn: ConvFn) -> ConvFn:
         return conv_fn(lhs, rhs, spec)
 
     def fwd(lhs, rhs, spec):
-        return conv_fn(lhs, rhs, spec), (lhs, rhs)
+        # `f`, not `conv_fn`: under an outer differentiation (gradient of gradient) the
+        # forward rule is differentiated too, and a bare kernel may have no rule.
+        return f(lhs, rhs, spec), (lhs, rhs)
 
     def bwd(spec, res, g):
         lhs, rhs = res

@@ -44,13 +44,14 @@ def request_cpu_devices(count: int) -> None:
     """Ask JAX for ``count`` CPU devices (``jax_num_cpu_devices``).
 
     Must run before JAX starts its backends (before the first ``jax.devices()`` or
-    computation); on a GPU or TPU machine it only affects the CPU backend. The
-    equivalent environment setting is
-    ``XLA_FLAGS=--xla_force_host_platform_device_count=N``.
+    computation) to take effect; on a GPU or TPU machine it only affects the CPU
+    backend. The equivalent environment setting is
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=N``. Once the backends run, it
+    succeeds when at least ``count`` CPU devices exist.
 
     Raises:
       ValueError: ``count < 1``.
-      RuntimeError: the backends are already running with a different CPU device count.
+      RuntimeError: the backends already started with fewer CPU devices.
     """
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
         raise ValueError(f"`count` must be an int >= 1, got {count!r}")
@@ -58,7 +59,7 @@ def request_cpu_devices(count: int) -> None:
         jax.config.update("jax_num_cpu_devices", int(count))
     except RuntimeError as e:
         have = len(jax.devices("cpu"))
-        if have != count:
+        if have < count:
             raise RuntimeError(
                 f"cannot set {count} CPU devices: JAX's backends already started with "
                 f"{have}; set XLA_FLAGS=--xla_force_host_platform_device_count={count} in "

@@ -145,10 +145,14 @@ def run(lhs, rhs, spec: ConvSpec, implementation: Any = None, *, bias=None, acti
 
 
 def _register_builtins() -> None:
-    from jaxconv._src.impl import im2col, taps, xla
+    from jaxconv._src.impl import fft, im2col, taps, xla
 
-    for mod in (xla, im2col, taps):
+    for mod in (xla, im2col, taps, fft):
         register(Implementation(mod.NAME, mod.conv, mod.supports))
 
 
 _register_builtins()
+
+# Pallas kernels load on first use (they pull in Pallas and its backends).
+register_lazy("pallas_triton", "jaxconv._src.pallas.triton")
+register_lazy("pallas_tpu", "jaxconv._src.pallas_tpu.kernel")

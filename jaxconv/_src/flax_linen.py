@@ -244,10 +244,13 @@ def conv_transpose_layer(
         implementation=implementation,
     )
     if padding_convention == "torch":
-        if isinstance(padding, str):
+        ints = (padding,) if isinstance(padding, int) else padding
+        if isinstance(padding, str) or not all(
+            isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in ints
+        ):
             raise ValueError(
-                "`padding` with padding_convention='torch' must be an int or per-axis ints "
-                f"(PyTorch's meaning), got {padding!r}"
+                "`padding` with padding_convention='torch' must be an int >= 0 or per-axis "
+                f"ints (PyTorch's meaning), got {padding!r}"
             )
         pads = [(p, p) for p in broadcast(padding, n)]
         y = conv_transpose(
@@ -265,6 +268,11 @@ def conv_transpose_layer(
         )
     elif padding_convention == "lax":
         padding_lax = canonicalize_padding(padding, n)
+        if isinstance(padding_lax, str) and padding_lax not in ("SAME", "VALID", "CIRCULAR"):
+            raise ValueError(
+                "`padding` of a transposed convolution must be 'SAME', 'VALID', 'CIRCULAR' "
+                f"or explicit pads, got {padding!r}"
+            )
         circular = padding_lax == "CIRCULAR"
         if circular:
             if output_padding is not None:
@@ -400,7 +408,7 @@ def separable_layer(
     return restore_batch(y, batch_shape)
 
 
-def pool_layer(fn: Callable, inputs: Array, window_shape: Sequence[int], *args, **kwargs) -> Array:
+def run_pooling(fn: Callable, inputs: Array, window_shape: Sequence[int], *args, **kwargs) -> Array:
     """Run a pooling function on ``(*batch, *spatial, C)`` (any number of batch axes,
     as Flax's pooling)."""
     window_shape = tuple(window_shape)
@@ -645,7 +653,7 @@ class MaxPool(nn.Module):
     implementation: Implementation = None
 
     def __call__(self, inputs: Array) -> Array:
-        return pool_layer(
+        return run_pooling(
             max_pool,
             inputs,
             self.window_shape,
@@ -676,7 +684,7 @@ class AvgPool(nn.Module):
     implementation: Implementation = None
 
     def __call__(self, inputs: Array) -> Array:
-        return pool_layer(
+        return run_pooling(
             avg_pool,
             inputs,
             self.window_shape,
@@ -707,7 +715,7 @@ class LpPool(nn.Module):
     implementation: Implementation = None
 
     def __call__(self, inputs: Array) -> Array:
-        return pool_layer(
+        return run_pooling(
             lp_pool,
             inputs,
             self.window_shape,

@@ -30,7 +30,7 @@ from jaxconv._src.flax_linen import (
     depthwise_kernel_shape,
     depthwise_layer,
     hashable_implementation,
-    pool_layer,
+    run_pooling,
     separable_layer,
     transpose_kernel_shape,
 )
@@ -368,7 +368,7 @@ class MaxPool(nnx.Module):
         self.implementation = hashable_implementation(implementation)
 
     def __call__(self, inputs: Array) -> Array:
-        return pool_layer(
+        return run_pooling(
             max_pool,
             inputs,
             self.window_shape,
@@ -409,7 +409,7 @@ class AvgPool(nnx.Module):
         self.implementation = hashable_implementation(implementation)
 
     def __call__(self, inputs: Array) -> Array:
-        return pool_layer(
+        return run_pooling(
             avg_pool,
             inputs,
             self.window_shape,
@@ -450,7 +450,7 @@ class LpPool(nnx.Module):
         self.implementation = hashable_implementation(implementation)
 
     def __call__(self, inputs: Array) -> Array:
-        return pool_layer(
+        return run_pooling(
             lp_pool,
             inputs,
             self.window_shape,

@@ -557,36 +557,66 @@ class ConvSpec:
 
 
 def pad_input(lhs, spec: ConvSpec):
-    """Materialise a non-zero boundary mode: pad ``lhs`` with the mode and return
-    ``(lhs_padded, spec_with_zero_boundary)``. Negative pads (crops) stay in the spec.
+    """Bring ``lhs`` and ``spec`` to the form every implementation computes: a zero
+    boundary and no negative pads. Returns ``(lhs', spec')``.
 
-    A spec with the zeros boundary is returned unchanged.
+    A non-zero boundary mode is materialised with ``jnp.pad``; negative pads (crops) are
+    applied as slices by :func:`crop_input`. A spec with neither is returned unchanged.
     """
     import jax.numpy as jnp
 
-    if not spec.needs_boundary_padding:
-        return lhs, spec.replace(boundary="zeros", boundary_value=0.0)
-    lhs_spec = spec.dimension_numbers.lhs_spec
-    widths = [(0, 0)] * lhs.ndim
-    for d, (lo, hi) in zip(lhs_spec[2:], spec.padding):
-        widths[d] = (max(lo, 0), max(hi, 0))
-    np_mode = BOUNDARY_MODES[spec.boundary]
-    if np_mode == "constant":
-        out = jnp.pad(
-            lhs,
-            widths,
-            mode="constant",
-            constant_values=np.asarray(spec.boundary_value, dtype=lhs.dtype),
+    if spec.needs_boundary_padding:
+        lhs_spec = spec.dimension_numbers.lhs_spec
+        widths = [(0, 0)] * lhs.ndim
+        for d, (lo, hi) in zip(lhs_spec[2:], spec.padding):
+            widths[d] = (max(lo, 0), max(hi, 0))
+        np_mode = BOUNDARY_MODES[spec.boundary]
+        if np_mode == "constant":
+            fill = np.asarray(spec.boundary_value, dtype=lhs.dtype)
+            lhs = jnp.pad(lhs, widths, mode="constant", constant_values=fill)
+        else:
+            lhs = jnp.pad(lhs, widths, mode=np_mode)
+        shape = list(spec.lhs_shape)
+        for d, (lo, hi) in zip(lhs_spec[2:], spec.padding):
+            shape[d] += max(lo, 0) + max(hi, 0)
+        spec = spec.replace(
+            lhs_shape=tuple(shape),
+            padding=tuple((min(lo, 0), min(hi, 0)) for lo, hi in spec.padding),
         )
-    else:
-        out = jnp.pad(lhs, widths, mode=np_mode)
-    new_pads = tuple((min(lo, 0), min(hi, 0)) for lo, hi in spec.padding)
-    shape = list(spec.lhs_shape)
-    for d, (lo, hi) in zip(lhs_spec[2:], spec.padding):
-        shape[d] += max(lo, 0) + max(hi, 0)
-    return out, spec.replace(
-        lhs_shape=tuple(shape), padding=new_pads, boundary="zeros", boundary_value=0.0
-    )
+    spec = spec.replace(boundary="zeros", boundary_value=0.0)
+    return crop_input(lhs, spec)
+
+
+def crop_input(lhs, spec: ConvSpec):
+    """Apply negative pads as slices of ``lhs``; returns ``(lhs', spec')`` with every pad
+    >= 0 (unchanged when none is negative).
+
+    On an input-dilated axis (dilation ``d``) a crop of ``c`` samples of the dilated
+    signal drops ``ceil(c / d)`` input samples and pads ``ceil(c / d) * d - c`` back.
+    Besides simplifying kernels, this keeps negative pads away from XLA:CPU, which
+    computes wrong values for some mixed-sign pads (e.g. ``((-1, 1),)`` with a 1-wide
+    window: values around 1e16 in jax 0.10.2).
+    """
+    from jax import lax
+
+    if all(lo >= 0 and hi >= 0 for lo, hi in spec.padding):
+        return lhs, spec
+    lhs_spec = spec.dimension_numbers.lhs_spec
+    starts, limits = [0] * lhs.ndim, list(lhs.shape)
+    shape, pads = list(spec.lhs_shape), []
+    for d, size, ld, (lo, hi) in zip(
+        lhs_spec[2:], spec.lhs_spatial, spec.lhs_dilation, spec.padding
+    ):
+        drop_lo = -(-max(-lo, 0) // ld)
+        drop_hi = -(-max(-hi, 0) // ld)
+        if drop_lo + drop_hi >= size:  # nothing of the input would be left: keep the crop
+            pads.append((lo, hi))
+            continue
+        starts[d], limits[d] = drop_lo, size - drop_hi
+        shape[d] = size - drop_lo - drop_hi
+        pads.append((lo + drop_lo * ld if lo < 0 else lo, hi + drop_hi * ld if hi < 0 else hi))
+    lhs = lax.slice(lhs, starts, limits)
+    return lhs, spec.replace(lhs_shape=tuple(shape), padding=tuple(pads))
 
 
 def output_shape(

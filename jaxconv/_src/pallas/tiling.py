@@ -264,7 +264,9 @@ def blocks(geom: Geometry, itemsize: int) -> Blocks:
         bk = 64
         tiles = geom.out_pixels * geom.in_per_group * cdiv(geom.out_features, bo)
         warps = 4
+    out_size = geom.out_pixels * geom.in_per_group * geom.out_features
     splits = max(1, min(cdiv(TARGET_PROGRAMS, tiles), cdiv(geom.rows, 4 * bk)))
+    splits = max(1, min(splits, (2**31 - 1) // max(1, out_size)))  # 32-bit partial offsets
     if geom.variant == "dot":
         return Blocks(n=bb, o=bo, k=bk, splits=splits, num_warps=warps, num_stages=3)
     return Blocks(o=bo, k=bk, splits=splits, num_warps=warps, num_stages=2)

@@ -97,9 +97,7 @@ def supports(spec: ConvSpec) -> str | None:
     precisions = spec.precision if isinstance(spec.precision, tuple) else (spec.precision,)
     if not all(p is None or isinstance(p, lax.Precision) for p in precisions):
         return f"precision {spec.precision!r} (takes None or jax.lax.Precision values)"
-    biggest = max(
-        math.prod(spec.lhs_shape), math.prod(spec.rhs_shape), math.prod(spec.out_shape) * 4
-    )  # the split weight gradient's partials
+    biggest = max(math.prod(spec.lhs_shape), math.prod(spec.rhs_shape), math.prod(spec.out_shape))
     if biggest >= 2**31:
         return f"an operand of {biggest} elements (32-bit offsets: at most 2**31 - 1)"
     return None
@@ -478,28 +476,9 @@ def _kernels(lhs, rhs, spec: ConvSpec, bias=None, activation=None):
 # --------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv_vjp(lhs, rhs, spec: ConvSpec):
-    """The kernels with a custom_vjp whose gradients run the kernels on the transposed
-    specs (:func:`jaxconv._src.autodiff.lhs_grad` / ``rhs_grad``), to any order.
-
-    Same rule as :func:`jaxconv._src.autodiff.with_transposed_vjp`, except that the
-    forward rule calls ``conv_vjp`` itself rather than the bare kernels: under an outer
-    differentiation (gradient of gradient) the forward rule is differentiated too, and
-    the bare ``pallas_call`` has no derivative rule."""
-    return _kernels(lhs, rhs, spec)
-
-
-def _conv_vjp_fwd(lhs, rhs, spec):
-    return conv_vjp(lhs, rhs, spec), (lhs, rhs)
-
-
-def _conv_vjp_bwd(spec, res, g):
-    lhs, rhs = res
-    return (autodiff.lhs_grad(g, rhs, spec, conv_vjp), autodiff.rhs_grad(g, lhs, spec, conv_vjp))
-
-
-conv_vjp.defvjp(_conv_vjp_fwd, _conv_vjp_bwd)
+#: The kernels with a custom_vjp whose gradients run the kernels on the transposed specs
+#: (:func:`jaxconv._src.autodiff.lhs_grad` / ``rhs_grad``), to any order.
+conv_vjp = autodiff.with_transposed_vjp(_kernels)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))

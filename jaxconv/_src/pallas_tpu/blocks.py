@@ -26,7 +26,9 @@ Block-size rule (:func:`choose_blocks`)
   32-bit, 16 for bfloat16); ``R`` is the output rows of a plane, capped at
   :data:`TARGET_ROWS`, rounded up to a multiple of ``hr``. A grid step reads its
   ``R``-row block and the ``hr``-row block after it (block index ``(i + 1) R / hr``), so
-  the input is read ``1 + hr / R`` times.
+  the input is read ``1 + hr / R`` times. Without a halo (1x1 windows, patchifying
+  strides) there is no halo block and ``R`` is a sublane multiple, preferably one that
+  divides the rows (then the input needs no row padding at all).
 * VMEM: the estimate :func:`vmem_bytes` (double-buffered input, weight and output
   blocks, the halo-joined input copy and the float32 accumulator) must stay within
   :data:`VMEM_BUDGET`; while it does not, ``Tc`` then ``To`` then ``R`` are halved
@@ -176,8 +178,9 @@ def layout(spec: ConvSpec) -> Layout:
 
 
 #: Taps are folded into lanes when the folded contraction (``taps * C``) fits this many
-#: lanes and folding at least halves the MXU work (see :func:`folded_spec`).
+#: lanes and cuts the MXU work at least ``FOLD_MIN_SAVING`` times (:func:`folded_spec`).
 FOLD_MAX_LANES = 256
+FOLD_MIN_SAVING = 4
 
 
 def folded_spec(spec: ConvSpec) -> ConvSpec | None:
@@ -189,13 +192,33 @@ def folded_spec(spec: ConvSpec) -> ConvSpec | None:
     C = spec.in_features
     if (spec.feature_group_count > 1 or spec.batch_group_count > 1 or taps == 1
             or taps * C > FOLD_MAX_LANES
-            or 2 * round_up(taps * C, LANES) > taps * round_up(C, LANES)):
+            or FOLD_MIN_SAVING * round_up(taps * C, LANES) > taps * round_up(C, LANES)):
         return None
     n = spec.nspatial
     return ConvSpec.create(
         (spec.batch,) + spec.out_spatial + (taps * C,), (1,) * n + (taps * C,
                                                                       spec.out_features),
         dimension_numbers=default_dimension_numbers(n), precision=spec.precision,
+        preferred_element_type=spec.preferred_element_type, lhs_dtype=spec.lhs_dtype)
+
+
+def pointwise_spec(spec: ConvSpec) -> ConvSpec | None:
+    """For a pointwise convolution (1x1 window, unit strides and dilations, no padding,
+    no batch groups), the 1-D spec over one long row axis that the kernel runs instead:
+    ``(1, N * prod(spatial), C)``, so that small feature maps (7x7, 14x14) fill row
+    blocks across images and a weight block is read once, not once per image."""
+    n = spec.nspatial
+    if (spec.batch_group_count > 1 or n == 0 or any(k != 1 for k in spec.window)
+            or any(s != 1 for s in spec.window_strides)
+            or any(d != 1 for d in spec.lhs_dilation)
+            or any(p != (0, 0) for p in spec.padding)
+            or (n == 1 and spec.batch == 1)):
+        return None
+    rows = spec.batch * math.prod(spec.lhs_spatial)
+    return ConvSpec.create(
+        (1, rows, spec.in_features), (1, spec.rhs_in_features, spec.out_features),
+        dimension_numbers=default_dimension_numbers(1),
+        feature_group_count=spec.feature_group_count, precision=spec.precision,
         preferred_element_type=spec.preferred_element_type, lhs_dtype=spec.lhs_dtype)
 
 
@@ -224,7 +247,8 @@ def unsupported(spec: ConvSpec) -> str | None:
 @dataclasses.dataclass(frozen=True)
 class Blocks:
     """Block sizes of one kernel launch: rows ``R``, input lanes ``tc``, output lanes
-    ``to``, halo rows ``hr`` (a multiple of the sublane tile, ``hr <= R``)."""
+    ``to``, halo rows ``hr`` (a multiple of the sublane tile dividing ``R``; 0 when the
+    window has no shift)."""
 
     rows: int
     tc: int
@@ -246,7 +270,7 @@ def vmem_bytes(lay: Layout, rows: int, tc: int, to: int, hr: int, wgrad: bool = 
     osz = np.dtype(lay.out_dtype).itemsize
     e, p, t = len(lay.depth_shifts), lay.phases, len(lay.taps)
     x_blocks = e * p * (rows + hr) * tc * isz
-    joined = e * p * (rows + hr) * tc * isz
+    joined = e * p * (rows + hr) * tc * isz if hr else 0
     if lay.kind == "depthwise":
         w = t * tc * isz
         if wgrad:
@@ -262,8 +286,12 @@ def choose_blocks(lay: Layout, wgrad: bool = False) -> Blocks:
     """Apply the block-size rule of the module docstring (``wgrad``: the weight-gradient
     kernel's estimate, whose accumulator is the ``(taps, tc, to)`` weight block)."""
     sub = sublanes(lay.dtype)
-    hr = round_up(max(lay.halo, 1), sub)
-    rows = round_up(min(lay.rows, TARGET_ROWS), hr)
+    hr = round_up(lay.halo, sub)
+    unit = hr or sub
+    rows = round_up(min(lay.rows, TARGET_ROWS), unit)
+    if not hr and lay.rows > TARGET_ROWS:  # prefer a block that divides the rows exactly
+        rows = next((r for r in range(TARGET_ROWS, TARGET_ROWS // 2 - 1, -sub)
+                     if lay.rows % r == 0), TARGET_ROWS)
     if lay.kind == "depthwise":
         tc = to = _largest_dividing(lay.cin_tp, (512, 256, 128))
     else:
@@ -279,8 +307,8 @@ def choose_blocks(lay: Layout, wgrad: bool = False) -> Blocks:
                 to = tc
         elif to > LANES:
             to //= 2
-        elif rows > hr:
-            rows = max(hr, round_up(rows // 2, hr))
+        elif rows > unit:
+            rows = max(unit, round_up(rows // 2, unit))
         else:
             what = "weight-gradient" if wgrad else "forward"
             raise NotImplementedError(
@@ -317,6 +345,28 @@ CHIPS: dict[str, Chip] = {
 F32_PASSES = 6
 
 
+def _layout_bytes(spec: ConvSpec, lay: Layout, blk: Blocks, wide_out_bytes: int) -> int:
+    """HBM bytes of the XLA-side layout passes: the input pass (pad, phase split, lane
+    and row padding) and the output pass (crop of wide columns, lanes and rows), each
+    counted only when the layout differs from the operand's own (channels last)."""
+    isz = np.dtype(lay.dtype).itemsize
+    ib = blk.grid_rows(lay)
+    rows_in = math.prod(lay.lph[a] for a in lay.flat_axes)
+    total_rows = (ib + (1 if blk.hr else 0)) * blk.rows
+    ig = lay.groups_per_tile * lay.in_per_group if lay.kind == "matmul" else lay.groups
+    og = (lay.groups_per_tile * lay.out_per_group if lay.kind == "matmul"
+          else lay.groups * lay.multiplier)
+    input_pass = (any(lo or hi for lo, hi in spec.padding) or lay.phases > 1
+                  or any(d > 1 for d in spec.lhs_dilation) or spec.batch_group_count > 1
+                  or lay.multiplier > 1 or ig != lay.cin_tp or total_rows != rows_in)
+    output_pass = (og != lay.cout_tp or ib * blk.rows != lay.rows
+                   or lay.lph[-1] != lay.out[-1])
+    prepared = lay.batch * lay.phases * lay.depth * total_rows * lay.tiles * lay.cin_tp * isz
+    out_final = math.prod(spec.out_shape) * np.dtype(lay.out_dtype).itemsize
+    return ((math.prod(spec.lhs_shape) * isz + prepared) * input_pass
+            + (wide_out_bytes + out_final) * output_pass)
+
+
 def roofline(spec: ConvSpec, chip: Chip) -> dict:
     """Blocks, HBM traffic, MXU (or VPU) work and roofline time of the forward kernel.
 
@@ -324,12 +374,17 @@ def roofline(spec: ConvSpec, chip: Chip) -> dict:
     ``hr``-row halo are read once per output-lane block (``JO`` times); the weight block
     stays resident across the batch and row blocks when ``KC == 1``.
     ``wrapper_bytes`` is the XLA-side layout work (pad, phase split, crop): one read and
-    one write of the input and of the wide output.
+    one write of the input and of the wide output, where needed (:func:`_layout_bytes`).
     """
+    pointwise = pointwise_spec(spec) if unsupported(spec) is None else None
+    if pointwise is not None:  # a reshape away: same traffic and work as the 1-D spec
+        r = roofline(pointwise, chip)
+        r["kind"] += " (pointwise rows)"
+        return r
     folded = folded_spec(spec) if unsupported(spec) is None else None
-    if folded is not None:  # gather the taps into lanes (one read, one patch write)
+    if folded is not None:  # the tap gather fuses with the layout pass: reads x instead
         r = roofline(folded, chip)
-        gather = (math.prod(spec.lhs_shape) + math.prod(folded.lhs_shape)) * np.dtype(
+        gather = (math.prod(spec.lhs_shape) - math.prod(folded.lhs_shape)) * np.dtype(
             spec.lhs_dtype).itemsize
         r["kind"] = "matmul (taps in lanes)"
         r["useful_flops"] = spec.cost()["flops"]
@@ -365,9 +420,7 @@ def roofline(spec: ConvSpec, chip: Chip) -> dict:
         vpu = 2 * steps_rows * blk.rows * t * lay.cin_tp
         compute_s = 0.0
     kernel_bytes = x_bytes + w_bytes + out_bytes
-    prepared = lay.batch * p * lay.depth * (ib + 1) * blk.rows * nt * lay.cin_tp * isz
-    wrapper_bytes = (math.prod(spec.lhs_shape) * isz + prepared + out_bytes
-                     + math.prod(spec.out_shape) * osz)
+    wrapper_bytes = _layout_bytes(spec, lay, blk, out_bytes)
     hbm_s = (kernel_bytes + wrapper_bytes) / chip.hbm_bytes_per_s
     return {
         "kind": lay.kind, "rows": blk.rows, "tc": blk.tc, "to": blk.to, "halo": lay.halo,
@@ -377,3 +430,52 @@ def roofline(spec: ConvSpec, chip: Chip) -> dict:
         "compute_s": compute_s, "hbm_s": hbm_s, "time_s": max(compute_s, hbm_s),
         "bound": "compute" if compute_s > hbm_s else "HBM",
     }
+
+
+def roofline_wgrad(spec: ConvSpec, chip: Chip) -> dict:
+    """Roofline of the weight-gradient kernel for forward ``spec``.
+
+    Grid ``(NT, JO, KC, N, DOUT, IB)``: every step reads an input block with its halo
+    and an output-gradient block; the ``(taps, tc, to)`` result is written once. The
+    wrapper writes the prepared input and the wide, lane-padded output gradient.
+    """
+    pointwise = pointwise_spec(spec)
+    if pointwise is not None:
+        return roofline_wgrad(pointwise, chip)
+    lay = layout(spec)
+    blk = choose_blocks(lay, wgrad=True)
+    isz = np.dtype(lay.dtype).itemsize
+    ib = blk.grid_rows(lay)
+    e, p, t = len(lay.depth_shifts), lay.phases, len(lay.taps)
+    steps_rows = lay.batch * lay.dout * ib
+    kc = lay.cin_tp // blk.tc
+    jo = lay.cout_tp // blk.to if lay.kind == "matmul" else 1
+    steps = lay.tiles * jo * kc * steps_rows
+    x_bytes = steps * e * p * (blk.rows + blk.hr) * blk.tc * isz
+    g_bytes = steps * blk.rows * (blk.to if lay.kind == "matmul" else blk.tc) * isz
+    out_bytes = lay.tiles * t * lay.cin_tp * (lay.cout_tp if lay.kind == "matmul" else 1) * isz
+    g_wide = steps_rows * blk.rows * lay.tiles * lay.cout_tp * isz
+    # the input pass as in the forward; the output gradient is widened (read + write)
+    wrapper = _layout_bytes(spec, lay, blk, 0) + math.prod(spec.out_shape) * isz + g_wide
+    if lay.kind == "matmul":
+        mxu = 2 * steps_rows * blk.rows * t * lay.tiles * lay.cin_tp * lay.cout_tp
+        passes = F32_PASSES if lay.dtype == "float32" else 1
+        compute_s = mxu * passes / chip.bf16_flops
+    else:
+        mxu, compute_s = 0, 0.0
+    hbm_s = (x_bytes + g_bytes + out_bytes + wrapper) / chip.hbm_bytes_per_s
+    return {"rows": blk.rows, "tc": blk.tc, "to": blk.to, "mxu_flops": mxu,
+            "kernel_bytes": x_bytes + g_bytes + out_bytes, "wrapper_bytes": wrapper,
+            "compute_s": compute_s, "hbm_s": hbm_s, "time_s": max(compute_s, hbm_s)}
+
+
+def roofline_training(spec: ConvSpec, chip: Chip) -> dict:
+    """Forward + input gradient (the forward kernel on the transposed spec) + weight
+    gradient: the roofline time of one training step of the layer, in seconds each."""
+    from jaxconv._src.autodiff import transpose_lhs_spec
+
+    fwd = roofline(spec, chip)["time_s"]
+    dlhs = roofline(transpose_lhs_spec(spec), chip)["time_s"]
+    dw = roofline_wgrad(spec, chip)["time_s"]
+    return {"forward_s": fwd, "lhs_grad_s": dlhs, "rhs_grad_s": dw,
+            "total_s": fwd + dlhs + dw}

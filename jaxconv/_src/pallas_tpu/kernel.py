@@ -59,6 +59,7 @@ from jaxconv._src.pallas_tpu.blocks import (
     choose_blocks,
     folded_spec,
     layout,
+    pointwise_spec,
     unsupported,
 )
 from jaxconv._src.spec import ConvSpec
@@ -118,7 +119,9 @@ def _prepare_input(x_cl, spec: ConvSpec, lay: Layout, blk: Blocks):
     # flatten the last one or two spatial axes into rows; depth stays its own axis
     rows_in = math.prod(lay.lph[a] for a in lay.flat_axes)
     x = x.reshape((x.shape[0], lay.phases, lay.depth, rows_in, x.shape[-1]))
-    total = (blk.grid_rows(lay) + 1) * blk.rows
+    total = (blk.grid_rows(lay) + (1 if blk.hr else 0)) * blk.rows
+    if total == rows_in:
+        return x
     return jnp.pad(x, [(0, 0)] * 3 + [(0, total - rows_in), (0, 0)])
 
 
@@ -227,26 +230,47 @@ def _compiler_params(semantics: tuple[str, ...], interpret: Any) -> pltpu.Compil
     return pltpu.CompilerParams(dimension_semantics=semantics, vmem_limit_bytes=VMEM_LIMIT)
 
 
-def _join_halo(x_refs, xs_ref, blk: Blocks, n_depth: int):
-    """Copy each depth stream's row block and the next block's first ``hr`` rows into
-    the contiguous VMEM scratch ``xs_ref`` of shape ``(E, P, R + hr, tc)``."""
+def _n_x(lay: Layout, blk: Blocks) -> int:
+    """Input streams: per depth shift the row block, plus its halo block if any."""
+    return len(lay.depth_shifts) * (2 if blk.hr else 1)
+
+
+def _windows(x_refs, scratch, blk: Blocks, n_depth: int):
+    """``(read, rest)``: ``read(e, q, f)`` is the ``(R, tc)`` input window of tap shift
+    ``f`` in phase ``q`` of depth stream ``e``; ``rest`` the remaining scratch refs.
+
+    With a halo, each stream's row block and the ``hr``-row block after it are first
+    joined in the VMEM scratch ``(E, P, R + hr, tc)``; without one (1x1 windows,
+    patchifying strides) the windows are read from the input blocks directly."""
+    if not blk.hr:
+        return (lambda e, q, f: x_refs[e][q, pl.ds(f, blk.rows), :]), scratch
+    xs_ref, *rest = scratch
     for e in range(n_depth):
         xs_ref[e, :, : blk.rows, :] = x_refs[2 * e][...]
         xs_ref[e, :, blk.rows :, :] = x_refs[2 * e + 1][...]
+    return (lambda e, q, f: xs_ref[e, q, pl.ds(f, blk.rows), :]), rest
 
 
 def _x_specs(lay: Layout, blk: Blocks, index: Callable, lane_block: Callable):
-    """Per depth shift: the ``R``-row block and the ``hr``-row halo block after it
-    (``hr`` divides ``R``, so the halo is block ``(i + 1) * R / hr`` of ``hr`` rows)."""
+    """Per depth shift: the ``R``-row block and, when there is a halo, the ``hr``-row
+    block after it (``hr`` divides ``R``: block ``(i + 1) * R / hr`` of ``hr`` rows)."""
     specs = []
+    streams = [(blk.rows, 1, 0)] + ([(blk.hr, blk.rows // blk.hr, 1)] if blk.hr else [])
     for e in lay.depth_shifts:
-        for rows, scale, nxt in ((blk.rows, 1, 0), (blk.hr, blk.rows // blk.hr, 1)):
+        for rows, scale, nxt in streams:
             def imap(*ids, e=e, scale=scale, nxt=nxt):
                 n, dz, i = index(*ids)
                 return (n, 0, dz + e, (i + nxt) * scale, lane_block(*ids))
 
             specs.append(pl.BlockSpec((None, lay.phases, None, rows, blk.tc), imap))
     return specs
+
+
+def _x_scratch(lay: Layout, blk: Blocks) -> list:
+    if not blk.hr:
+        return []
+    n_e = len(lay.depth_shifts)
+    return [pltpu.VMEM((n_e, lay.phases, blk.rows + blk.hr, blk.tc), jnp.dtype(lay.dtype))]
 
 
 def _forward_call(lay: Layout, blk: Blocks, activation, interpret: Any):
@@ -258,15 +282,15 @@ def _forward_call(lay: Layout, blk: Blocks, activation, interpret: Any):
     out_shape = jax.ShapeDtypeStruct(
         (lay.batch, lay.dout, ib * rows, lay.tiles * lay.cout_tp), jnp.dtype(lay.out_dtype))
     act = activation if activation is not None else (lambda y: y)
-    scratch_x = pltpu.VMEM((n_e, lay.phases, rows + blk.hr, blk.tc), jnp.dtype(lay.dtype))
+    n_x = _n_x(lay, blk)
 
     if lay.kind == "depthwise":
         def kernel(*refs):
-            x_refs, (w_ref, b_ref, o_ref, xs_ref, acc_ref) = refs[: 2 * n_e], refs[2 * n_e:]
-            _join_halo(x_refs, xs_ref, blk, n_e)
+            x_refs, (w_ref, b_ref, o_ref, *scratch) = refs[:n_x], refs[n_x:]
+            read, (acc_ref,) = _windows(x_refs, scratch, blk, n_e)
             acc_ref[...] = jnp.zeros_like(acc_ref)
             for t, (q, e, f) in enumerate(taps):
-                xw = xs_ref[e, q, pl.ds(f, rows), :].astype(jnp.float32)
+                xw = read(e, q, f).astype(jnp.float32)
                 acc_ref[...] += xw * w_ref[pl.ds(t, 1), :].astype(jnp.float32)
             o_ref[...] = act(acc_ref[...] + b_ref[...]).astype(o_ref.dtype)
 
@@ -276,23 +300,23 @@ def _forward_call(lay: Layout, blk: Blocks, activation, interpret: Any):
         in_specs += [pl.BlockSpec((len(taps), blk.tc), lambda n, dz, c, i: (0, c)),
                      pl.BlockSpec((1, blk.tc), lambda n, dz, c, i: (0, c))]
         out_spec = pl.BlockSpec((None, None, rows, blk.tc), lambda n, dz, c, i: (n, dz, i, c))
-        scratch = [scratch_x, pltpu.VMEM((rows, blk.tc), jnp.float32)]
+        scratch = _x_scratch(lay, blk) + [pltpu.VMEM((rows, blk.tc), jnp.float32)]
         semantics = ("parallel",) * 4
     else:
         kc, jo = lay.cin_tp // blk.tc, lay.cout_tp // blk.to
         precision = _dot_precision(lay)
 
         def kernel(*refs):
-            x_refs, (w_ref, b_ref, o_ref, xs_ref, acc_ref) = refs[: 2 * n_e], refs[2 * n_e:]
+            x_refs, (w_ref, b_ref, o_ref, *scratch) = refs[:n_x], refs[n_x:]
+            read, (acc_ref,) = _windows(x_refs, scratch, blk, n_e)
             k = pl.program_id(5)
 
             @pl.when(k == 0)
             def _():
                 acc_ref[...] = jnp.zeros_like(acc_ref)
 
-            _join_halo(x_refs, xs_ref, blk, n_e)
             for t, (q, e, f) in enumerate(taps):
-                acc_ref[...] += jnp.dot(xs_ref[e, q, pl.ds(f, rows), :], w_ref[t],
+                acc_ref[...] += jnp.dot(read(e, q, f), w_ref[t],
                                         precision=precision,
                                         preferred_element_type=jnp.float32)
 
@@ -312,7 +336,7 @@ def _forward_call(lay: Layout, blk: Blocks, activation, interpret: Any):
         ]
         out_spec = pl.BlockSpec((None, None, rows, blk.to),
                                 lambda nt, j, n, dz, i, k: (n, dz, i, nt * jo + j))
-        scratch = [scratch_x, pltpu.VMEM((rows, blk.to), jnp.float32)]
+        scratch = _x_scratch(lay, blk) + [pltpu.VMEM((rows, blk.to), jnp.float32)]
         semantics = ("parallel",) * 5 + ("arbitrary",)
 
     call = pl.pallas_call(
@@ -327,7 +351,7 @@ def _forward_call(lay: Layout, blk: Blocks, activation, interpret: Any):
     )
 
     def run(x, w, b):
-        return call(*([x] * (2 * n_e)), w, b)
+        return call(*([x] * n_x), w, b)
 
     return run
 
@@ -338,11 +362,12 @@ def _wgrad_call(lay: Layout, blk: Blocks, interpret: Any):
     taps = [(q, depth_index[e], f) for q, e, f in lay.taps]
     n_e, rows, n_t = len(lay.depth_shifts), blk.rows, len(lay.taps)
     ib = blk.grid_rows(lay)
-    scratch_x = pltpu.VMEM((n_e, lay.phases, rows + blk.hr, blk.tc), jnp.dtype(lay.dtype))
+    n_x = _n_x(lay, blk)
 
     if lay.kind == "depthwise":
         def kernel(*refs):
-            x_refs, (g_ref, o_ref, xs_ref, acc_ref) = refs[: 2 * n_e], refs[2 * n_e:]
+            x_refs, (g_ref, o_ref, *scratch) = refs[:n_x], refs[n_x:]
+            read, (acc_ref,) = _windows(x_refs, scratch, blk, n_e)
             first = (pl.program_id(1) == 0) & (pl.program_id(2) == 0) & (pl.program_id(3) == 0)
             last = ((pl.program_id(1) == lay.batch - 1) & (pl.program_id(2) == lay.dout - 1)
                     & (pl.program_id(3) == ib - 1))
@@ -351,10 +376,9 @@ def _wgrad_call(lay: Layout, blk: Blocks, interpret: Any):
             def _():
                 acc_ref[...] = jnp.zeros_like(acc_ref)
 
-            _join_halo(x_refs, xs_ref, blk, n_e)
             g = g_ref[...].astype(jnp.float32)
             for t, (q, e, f) in enumerate(taps):
-                xw = xs_ref[e, q, pl.ds(f, rows), :].astype(jnp.float32)
+                xw = read(e, q, f).astype(jnp.float32)
                 acc_ref[pl.ds(t, 1), :] += jnp.sum(xw * g, axis=0, keepdims=True)
 
             @pl.when(last)
@@ -367,14 +391,15 @@ def _wgrad_call(lay: Layout, blk: Blocks, interpret: Any):
                                      lambda c, n, dz, i: (n, dz, i, c)))
         out_shape = jax.ShapeDtypeStruct((n_t, lay.cin_tp), jnp.dtype(lay.out_dtype))
         out_spec = pl.BlockSpec((n_t, blk.tc), lambda c, n, dz, i: (0, c))
-        scratch = [scratch_x, pltpu.VMEM((n_t, blk.tc), jnp.float32)]
+        scratch = _x_scratch(lay, blk) + [pltpu.VMEM((n_t, blk.tc), jnp.float32)]
         semantics = ("parallel",) + ("arbitrary",) * 3
     else:
         kc, jo = lay.cin_tp // blk.tc, lay.cout_tp // blk.to
         precision = _dot_precision(lay)
 
         def kernel(*refs):
-            x_refs, (g_ref, o_ref, xs_ref, acc_ref) = refs[: 2 * n_e], refs[2 * n_e:]
+            x_refs, (g_ref, o_ref, *scratch) = refs[:n_x], refs[n_x:]
+            read, (acc_ref,) = _windows(x_refs, scratch, blk, n_e)
             first = (pl.program_id(3) == 0) & (pl.program_id(4) == 0) & (pl.program_id(5) == 0)
             last = ((pl.program_id(3) == lay.batch - 1) & (pl.program_id(4) == lay.dout - 1)
                     & (pl.program_id(5) == ib - 1))
@@ -383,11 +408,10 @@ def _wgrad_call(lay: Layout, blk: Blocks, interpret: Any):
             def _():
                 acc_ref[...] = jnp.zeros_like(acc_ref)
 
-            _join_halo(x_refs, xs_ref, blk, n_e)
             g = g_ref[...]
             for t, (q, e, f) in enumerate(taps):
                 acc_ref[t] += lax.dot_general(
-                    xs_ref[e, q, pl.ds(f, rows), :], g, (((0,), (0,)), ((), ())),
+                    read(e, q, f), g, (((0,), (0,)), ((), ())),
                     precision=precision, preferred_element_type=jnp.float32)
 
             @pl.when(last)
@@ -403,7 +427,7 @@ def _wgrad_call(lay: Layout, blk: Blocks, interpret: Any):
                                          jnp.dtype(lay.out_dtype))
         out_spec = pl.BlockSpec((None, n_t, blk.tc, blk.to),
                                 lambda nt, j, k, n, dz, i: (nt, 0, k, j))
-        scratch = [scratch_x, pltpu.VMEM((n_t, blk.tc, blk.to), jnp.float32)]
+        scratch = _x_scratch(lay, blk) + [pltpu.VMEM((n_t, blk.tc, blk.to), jnp.float32)]
         semantics = ("parallel",) * 3 + ("arbitrary",) * 3
 
     call = pl.pallas_call(
@@ -418,7 +442,7 @@ def _wgrad_call(lay: Layout, blk: Blocks, interpret: Any):
     )
 
     def run(x, g):
-        return call(*([x] * (2 * n_e)), g)
+        return call(*([x] * n_x), g)
 
     return run
 
@@ -459,7 +483,19 @@ def _on_platform(make: Callable[[Any], Callable], *args):
 # --------------------------------------------------------------------------------------
 
 
+def _channels_last(x, dims):
+    """``x`` with logical axes ``dims = (batch, feature, *spatial)`` -> ``(N, *sp, C)``."""
+    return jnp.transpose(x, (dims[0],) + tuple(dims[2:]) + (dims[1],))
+
+
 def _forward(lhs, rhs, spec: ConvSpec, bias, activation):
+    pointwise = pointwise_spec(spec)
+    if pointwise is not None:  # 1x1: one long row axis over all images
+        x_cl, w_cl = W.to_channels_last(lhs, rhs, spec)
+        y = _forward(x_cl.reshape(pointwise.lhs_shape), w_cl.reshape(pointwise.rhs_shape),
+                     pointwise, bias, activation)
+        y = y.reshape((spec.batch,) + spec.out_spatial + (spec.out_features,))
+        return W.from_channels_last(y, spec)
     folded = folded_spec(spec)
     if folded is not None:  # few channels: gather the taps into lanes, run a 1x1 conv
         x_cl, w_cl = W.to_channels_last(lhs, rhs, spec)
@@ -485,13 +521,18 @@ def _forward(lhs, rhs, spec: ConvSpec, bias, activation):
 def _weight_gradient(lhs, g, spec: ConvSpec):
     """``d(sum(conv(lhs, rhs) * g)) / d rhs`` by the weight-gradient kernel, in the
     rhs layout and dtype."""
+    pointwise = pointwise_spec(spec)
+    if pointwise is not None:  # 1x1: X^T G over one long row axis
+        x_cl = _channels_last(lhs, spec.dimension_numbers.lhs_spec)
+        g_cl = _channels_last(g, spec.dimension_numbers.out_spec)
+        dw = _weight_gradient(x_cl.reshape(pointwise.lhs_shape),
+                              g_cl.reshape(pointwise.out_shape), pointwise)
+        return _rhs_from_cl(dw.reshape((1,) * spec.nspatial + dw.shape[1:]), spec)
     lay = dataclasses.replace(layout(spec), out_dtype=np.dtype(spec.rhs_dtype).name)
     blk = choose_blocks(lay, wgrad=True)
-    lhs_spec = spec.dimension_numbers.lhs_spec
-    x_cl = jnp.transpose(lhs, (lhs_spec[0],) + tuple(lhs_spec[2:]) + (lhs_spec[1],))
+    x_cl = _channels_last(lhs, spec.dimension_numbers.lhs_spec)
     x = _prepare_input(x_cl.astype(lay.dtype), spec, lay, blk)
-    out_spec = spec.dimension_numbers.out_spec
-    g_cl = jnp.transpose(g, (out_spec[0],) + tuple(out_spec[2:]) + (out_spec[1],))
+    g_cl = _channels_last(g, spec.dimension_numbers.out_spec)
     gw = _to_wide(g_cl.astype(lay.dtype), lay, blk)
     dw = _on_platform(lambda interp: _wgrad_call(lay, blk, interp), x, gw)
     return _rhs_from_cl(_weight_from_tiles(dw, lay, spec.window), spec)
