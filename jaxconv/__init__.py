@@ -6,6 +6,12 @@ Every way is checked against :func:`jax.lax.conv_general_dilated`.
 from jaxconv._src.api import conv, conv_general_dilated
 from jaxconv._src.dispatch import auto_order, implementations
 from jaxconv._src.pooling import avg_pool, global_avg_pool, global_max_pool, lp_pool, max_pool
+from jaxconv._src.receptive_field_map import (
+    effective_receptive_field,
+    erf_support,
+    plot_effective_receptive_field,
+    theoretical_receptive_field_box,
+)
 from jaxconv._src.receptive_field import (
     Layer,
     conv_layer,
@@ -40,6 +46,10 @@ __all__ = [
     "cost_table",
     "depthwise_conv",
     "depthwise_cost",
+    "effective_receptive_field",
+    "erf_support",
+    "plot_effective_receptive_field",
+    "theoretical_receptive_field_box",
     "global_avg_pool",
     "global_max_pool",
     "lp_pool",

@@ -27,8 +27,10 @@ Block-size rule (:func:`choose_blocks`)
   :data:`TARGET_ROWS`, rounded up to a multiple of ``hr``. A grid step reads its
   ``R``-row block and the ``hr``-row block after it (block index ``(i + 1) R / hr``), so
   the input is read ``1 + hr / R`` times. Without a halo (1x1 windows, patchifying
-  strides) there is no halo block and ``R`` is a sublane multiple, preferably one that
-  divides the rows (then the input needs no row padding at all).
+  strides) there is no halo block and ``R`` is all the rows when they fit
+  :data:`TARGET_ROWS` (a full-extent block needs no sublane multiple), else a sublane
+  multiple, preferably one in ``[TARGET_ROWS / 4, 2 TARGET_ROWS]`` that divides the rows
+  (then the input needs no row padding at all).
 * VMEM: the estimate :func:`vmem_bytes` (double-buffered input, weight and output
   blocks, the halo-joined input copy and the float32 accumulator) must stay within
   :data:`VMEM_BUDGET`; while it does not, ``Tc`` then ``To`` then ``R`` are halved
@@ -289,9 +291,13 @@ def choose_blocks(lay: Layout, wgrad: bool = False) -> Blocks:
     hr = round_up(lay.halo, sub)
     unit = hr or sub
     rows = round_up(min(lay.rows, TARGET_ROWS), unit)
-    if not hr and lay.rows > TARGET_ROWS:  # prefer a block that divides the rows exactly
-        rows = next((r for r in range(TARGET_ROWS, TARGET_ROWS // 2 - 1, -sub)
-                     if lay.rows % r == 0), TARGET_ROWS)
+    if not hr and lay.rows <= TARGET_ROWS:  # one block of the full row extent
+        rows = lay.rows
+    elif not hr:  # prefer a block that divides the rows exactly
+        candidates = [*range(TARGET_ROWS, TARGET_ROWS // 2 - 1, -sub),
+                      *range(TARGET_ROWS + sub, 2 * TARGET_ROWS + 1, sub),
+                      *range(TARGET_ROWS // 2 - sub, TARGET_ROWS // 4 - 1, -sub)]
+        rows = next((r for r in candidates if lay.rows % r == 0), TARGET_ROWS)
     if lay.kind == "depthwise":
         tc = to = _largest_dividing(lay.cin_tp, (512, 256, 128))
     else:
