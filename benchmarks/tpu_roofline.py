@@ -44,11 +44,29 @@ def ideal_seconds(spec: ConvSpec, chip) -> float:
 
 
 def table(batch: int, dtype) -> str:
-    head = ["suite", "layer", "kind", "R", "tc", "to", "halo", "row blocks", "tiles",
-            "VMEM MiB", "useful GFLOP", "MXU GFLOP", "kernel HBM MB", "layout HBM MB"]
+    head = [
+        "suite",
+        "layer",
+        "kind",
+        "R",
+        "tc",
+        "to",
+        "halo",
+        "row blocks",
+        "tiles",
+        "VMEM MiB",
+        "useful GFLOP",
+        "MXU GFLOP",
+        "kernel HBM MB",
+        "layout HBM MB",
+    ]
     for chip in CHIPS.values():
-        head += [f"{chip.name} us", f"{chip.name} ideal us", f"{chip.name} bound",
-                 f"{chip.name} fwd+bwd us"]
+        head += [
+            f"{chip.name} us",
+            f"{chip.name} ideal us",
+            f"{chip.name} bound",
+            f"{chip.name} fwd+bwd us",
+        ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for layer in bench.layers():
         spec = dataclasses.replace(layer, batch=batch).spec(dtype)
@@ -63,17 +81,32 @@ def table(batch: int, dtype) -> str:
             r = roofline(spec, chip)
             if first is None:
                 first = r
-                cells += [r["kind"], r["rows"], r["tc"], r["to"], r["halo"], r["grid_rows"],
-                          r["tiles"], f"{r['vmem_mib']:.1f}", f"{r['useful_flops'] / 1e9:.2f}",
-                          f"{r['mxu_flops'] / 1e9:.2f}" if r["mxu_flops"] else
-                          f"VPU {r['vpu_ops'] / 1e9:.2f} Gop",
-                          f"{r['kernel_bytes'] / 1e6:.1f}", f"{r['wrapper_bytes'] / 1e6:.1f}"]
+                cells += [
+                    r["kind"],
+                    r["rows"],
+                    r["tc"],
+                    r["to"],
+                    r["halo"],
+                    r["grid_rows"],
+                    r["tiles"],
+                    f"{r['vmem_mib']:.1f}",
+                    f"{r['useful_flops'] / 1e9:.2f}",
+                    f"{r['mxu_flops'] / 1e9:.2f}"
+                    if r["mxu_flops"]
+                    else f"VPU {r['vpu_ops'] / 1e9:.2f} Gop",
+                    f"{r['kernel_bytes'] / 1e6:.1f}",
+                    f"{r['wrapper_bytes'] / 1e6:.1f}",
+                ]
             try:
                 train = f"{roofline_training(spec, chip)['total_s'] * 1e6:.1f}"
             except NotImplementedError as e:
                 train = "n/a: " + str(e).removeprefix("pallas_tpu: ").split(" (")[0]
-            cells += [f"{r['time_s'] * 1e6:.1f}", f"{ideal_seconds(spec, chip) * 1e6:.1f}",
-                      r["bound"], train]
+            cells += [
+                f"{r['time_s'] * 1e6:.1f}",
+                f"{ideal_seconds(spec, chip) * 1e6:.1f}",
+                r["bound"],
+                train,
+            ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
@@ -81,8 +114,9 @@ def table(batch: int, dtype) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).parent / "results" / "tpu_roofline.md")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "tpu_roofline.md"
+    )
     args = parser.parse_args(argv)
     parts = [
         "# pallas_tpu: roofline on paper",

@@ -545,8 +545,9 @@ def notebook_01():
             multiply-adds per output pixel. A *depthwise-separable* one (MobileNet, Xception)
             splits it in two: a depthwise `k x k` convolution, one kernel per channel
             (`k*k*C`), then a pointwise `1 x 1` convolution that mixes channels (`C*O`). The
-            ratio is `1/O + 1/k^2`: about 9 times fewer for 3x3 kernels. First, that the
-            pieces are what they say:
+            ratio is `1/O + 1/k^2`, which tends to `1/9` for 3x3 kernels and many channels
+            (8.4 times fewer multiply-adds at 128 channels). First, that the pieces are what
+            they say:
             """
         ),
         code(
@@ -1118,7 +1119,379 @@ def notebook_03():
     return notebook(NB03, cells)
 
 
-NOTEBOOKS = {NB01: notebook_01, NB03: notebook_03}
+# ----------------------------------------------------------------------------------------
+# 02: Pallas kernels
+# ----------------------------------------------------------------------------------------
+
+NB02 = "02_pallas_kernels.ipynb"
+
+
+def notebook_02():
+    cells = [
+        md(
+            f"""
+            # Pallas convolution kernels: checked against lax, timed against lax
+
+            {badge(NB02)}
+
+            jaxconv has hand-written [Pallas](https://docs.jax.dev/en/latest/pallas/index.html)
+            kernels behind the same API as everything else: `implementation="pallas_triton"`
+            (Triton, for NVIDIA GPUs) and `implementation="pallas_tpu"` (Mosaic, for TPUs).
+            This notebook
+
+            1. shows that the kernels lower for their real targets from any host,
+            2. checks the kernel for this runtime's device against `lax.conv_general_dilated`
+               (forward and both gradients, across strides, dilations, groups, transposed,
+               1-D and 3-D),
+            3. times it against lax on layers of real models (ResNet-50, MobileNetV2,
+               transposed decoders) and draws the speed-ups and a roofline.
+
+            **Pick a GPU or TPU runtime** (Runtime > Change runtime type; a free T4 works).
+            On a CPU runtime the same cells run the kernels in Pallas's *interpret mode* (the
+            kernel body executed as ordinary JAX operations, one grid step at a time) at tiny
+            sizes: the checks still mean something, the timings do not.
+            """
+        ),
+        install_cell("notebooks"),
+        devices_cell(),
+        md(
+            """
+            ## Parameters
+
+            The only cell to edit. `JAXCONV_SMOKE=1` (set by the test suite) keeps a
+            handful of tiny cases so the notebook runs in seconds on a CPU.
+            """
+        ),
+        code(
+            """
+            import os
+
+            import jax
+
+            SMOKE = os.environ.get("JAXCONV_SMOKE", "0") == "1"
+            BACKEND = jax.default_backend()  # "gpu", "tpu" or "cpu"
+            INTERPRET = BACKEND not in ("gpu", "tpu")  # no Pallas target here: interpret mode
+            # The kernels checked and timed: the one for this device; on a CPU, both, interpreted.
+            KERNELS = {"gpu": ["pallas_triton"], "tpu": ["pallas_tpu"]}.get(BACKEND, ["pallas_triton", "pallas_tpu"])
+            if SMOKE:
+                KERNELS = KERNELS[:1]
+            CHECK_CASES = 3 if SMOKE else None  # None: every case of section 2
+            SUITES = ["resnet50", "mobilenetv2", "transposed"]  # layer suites timed in section 3
+            # None: every layer (about 25; several minutes on a T4); 2 for a quick look.
+            LAYERS_PER_SUITE = 1 if SMOKE else (3 if INTERPRET else None)
+            MODES = ["fwd"] if SMOKE else ["fwd", "fwd+bwd"]
+            # Half precision where the device has it: bfloat16, or float16 on GPUs older than
+            # Ampere (a T4 has no bfloat16 matrix instructions).
+            capability = getattr(jax.devices()[0], "compute_capability", None)
+            HALF = "float16" if BACKEND == "gpu" and capability and float(capability) < 8 else "bfloat16"
+            DTYPES = ["float32"] if INTERPRET else ["float32", HALF]
+            BATCH = 1 if INTERPRET else 8  # images per layer (interpreted layers are also tiny)
+            REPEATS = 2 if INTERPRET else 20  # timed calls per row (median)
+            """
+        ),
+        code(
+            """
+            import dataclasses
+            import re
+            import statistics
+            import time
+
+            import jax.numpy as jnp
+            import matplotlib.pyplot as plt
+            import numpy as np
+            from jax import lax
+
+            from jaxconv._src import bench
+            from jaxconv._src.reference import relative_error, tolerance
+
+            plt.rcParams.update({"figure.dpi": 80})
+            print(f"backend {BACKEND}: kernels {KERNELS}, " + ("INTERPRET MODE (timings mean nothing)" if INTERPRET else "compiled"))
+            """
+        ),
+        md(
+            """
+            ## 1. One kernel source, every target
+
+            The kernels are chosen when a program is *lowered*, by the platform it is lowered
+            for: interpret mode for the CPU, the compiled kernel otherwise. So even on a CPU
+            host, lowering for `cuda` emits the Triton kernel and lowering for `tpu` the
+            Mosaic kernel (that is how the tests catch lowering errors without the hardware).
+            The cell prints the custom call and the kernel each lowering contains.
+            """
+        ),
+        code(
+            """
+            x = jnp.ones((2, 16, 16, 32), jnp.float32)
+            w = jnp.ones((3, 3, 32, 64), jnp.float32)
+            for impl, platform in [("pallas_triton", "cuda"), ("pallas_tpu", "tpu")]:
+                f = jax.jit(lambda x, w, impl=impl: jaxconv.conv(x, w, implementation=impl))
+                text = f.trace(x, w).lower(lowering_platforms=(platform,)).as_text()
+                calls = sorted(set(re.findall(r"custom_call @([\\w$.]+)", text)))
+                kernels = sorted(set(re.findall(r'name = "(\\w+)"', text)))
+                print(f"{impl:14s} lowered for {platform:4s}: custom calls {calls}, kernels {kernels}")
+            """
+        ),
+        md(
+            """
+            ## 2. Checked against lax
+
+            Each case runs `jaxconv.conv` with the kernel and with `"xla"` (lax itself), both
+            at `Precision.HIGHEST` (otherwise a GPU multiplies float32 in TF32), and compares
+            the output and the gradients with respect to the input and the kernel. The
+            tolerance is the library's table (`jaxconv._src.reference.TOLERANCE`: 2e-5
+            relative for float32), ten times that for gradients, whose sums run over the
+            whole batch and output.
+            """
+        ),
+        code(
+            """
+            relu = jax.nn.relu
+            CASES = {
+                "3x3 SAME": dict(x=(2, 12, 12, 8), w=(3, 3, 8, 16)),
+                "3x3 stride 2 VALID": dict(x=(2, 13, 13, 8), w=(3, 3, 8, 16), stride=2, padding="VALID"),
+                "depthwise 5x5": dict(x=(2, 10, 10, 8), w=(5, 5, 1, 8), groups=8),
+                "3x3 dilation 2": dict(x=(2, 12, 12, 8), w=(3, 3, 8, 8), dilation=2),
+                "grouped 3x3, 4 groups": dict(x=(2, 10, 10, 8), w=(3, 3, 2, 8), groups=4),
+                "transposed 4x4 stride 2": dict(x=(2, 6, 6, 8), w=(4, 4, 8, 4), input_dilation=2, padding=((2, 2), (2, 2))),
+                "1-D causal dilation 4": dict(x=(2, 32, 8), w=(2, 8, 8), dilation=4, padding="CAUSAL"),
+                "3-D 3x3x3": dict(x=(1, 6, 6, 6, 4), w=(3, 3, 3, 4, 8)),
+                "1x1 + bias + ReLU": dict(x=(2, 8, 8, 16), w=(1, 1, 16, 32), bias=True, activation=relu),
+            }
+            cases = list(CASES.items())[:CHECK_CASES]
+
+
+            def case_function(case, impl):
+                \"\"\"f(x, w, b) computing one case with `impl` at full float32 precision.\"\"\"
+                kw = {k: v for k, v in case.items() if k not in ("x", "w", "bias")}
+                use_bias = case.get("bias", False)
+
+                def f(x, w, b):
+                    return jaxconv.conv(
+                        x, w, bias=b if use_bias else None, precision=lax.Precision.HIGHEST, implementation=impl, **kw
+                    )
+
+                return f
+
+
+            rng = np.random.default_rng(0)
+            check_rows = []
+            for name, case in cases:
+                x = jnp.asarray(rng.standard_normal(case["x"]), jnp.float32)
+                w = jnp.asarray(rng.standard_normal(case["w"]) / np.sqrt(np.prod(case["w"][:-1])), jnp.float32)
+                b = jnp.asarray(rng.standard_normal(case["w"][-1]), jnp.float32)
+                want, want_vjp = jax.vjp(case_function(case, "xla"), x, w, b)
+                ct = jnp.asarray(rng.standard_normal(want.shape), jnp.float32)
+                want_grads = want_vjp(ct)
+                for impl in KERNELS:
+                    try:
+                        got, got_vjp = jax.vjp(jax.jit(case_function(case, impl)), x, w, b)
+                    except NotImplementedError as e:  # outside what this kernel takes: it says why
+                        print(f"{name:26s} {impl:14s} not supported: {e}")
+                        continue
+                    grads = got_vjp(ct)
+                    errors = {"out": relative_error(got, want), "d x": relative_error(grads[0], want_grads[0]), "d w": relative_error(grads[1], want_grads[1])}
+                    limits = {"out": tolerance("float32"), "d x": 10 * tolerance("float32"), "d w": 10 * tolerance("float32")}
+                    ok = all(errors[k] <= limits[k] for k in errors)
+                    check_rows.append(dict(case=name, impl=impl, ok=ok, **errors))
+                    print(f"{name:26s} {impl:14s} " + "  ".join(f"{k} {v:.1e}" for k, v in errors.items()) + ("  ok" if ok else "  FAILED"))
+
+            failed = [r for r in check_rows if not r["ok"]]
+            assert not failed, f"kernel results differ from lax: {failed}"
+            """
+        ),
+        code(
+            """
+            fig, ax = plt.subplots(figsize=(9, 0.5 + 0.45 * len(check_rows)))
+            labels = [f"{r['case']} ({r['impl']})" for r in check_rows]
+            ypos = np.arange(len(check_rows))
+            for k, (key, colour) in enumerate([("out", "tab:blue"), ("d x", "tab:orange"), ("d w", "tab:green")]):
+                values = [max(r[key], 1e-9) for r in check_rows]
+                ax.barh(ypos + (k - 1) * 0.27, values, 0.27, color=colour, label=key)
+            ax.axvline(tolerance("float32"), color="k", ls="--", lw=1, label="float32 tolerance (out)")
+            ax.axvline(10 * tolerance("float32"), color="r", ls="--", lw=1, label="gradient tolerance")
+            ax.set_yticks(ypos, labels)
+            ax.invert_yaxis()
+            ax.set_xscale("log")
+            ax.set_xlabel("relative error against lax (HIGHEST), lower is better; 1e-9 = exact")
+            ax.legend(loc="lower right", fontsize=8)
+            plt.tight_layout()
+            plt.show()
+            """
+        ),
+        md(
+            """
+            ## 3. Timed against lax on layers of real models
+
+            The layer shapes are the benchmark suites of `jaxconv._src.bench` (from
+            ResNet-50, MobileNetV2 and U-Net / DCGAN decoders). Each row is compiled once
+            with `jax.jit` (compile time measured apart), checked against lax, and timed as
+            the median of `REPEATS` calls after a warm-up, with `block_until_ready`. `fwd+bwd`
+            is the output and both gradients.
+
+            First the machine's two ceilings, measured here: the rate of a large matrix
+            multiply (`bench.measure_matmul_rate`) and the memory bandwidth of a large
+            elementwise operation (read once, written once).
+            """
+        ),
+        code(
+            """
+            def median_seconds(f, *args, repeats=REPEATS):
+                jax.block_until_ready(f(*args))  # warm-up
+                times = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    jax.block_until_ready(f(*args))
+                    times.append(time.perf_counter() - t0)
+                return statistics.median(times)
+
+
+            matmul_size = 256 if SMOKE else (1024 if INTERPRET else 4096)
+            peak_gflops = {dt: bench.measure_matmul_rate(dt, size=matmul_size, repeats=3) for dt in DTYPES}
+            n = (1 << 20) if SMOKE else (1 << 24 if INTERPRET else 1 << 27)  # 4, 64 or 512 MiB
+            big = jnp.ones((n,), jnp.float32)
+            bandwidth_gbs = 2 * big.nbytes / median_seconds(jax.jit(lambda a: a * 2 + 1), big) / 1e9
+            del big
+            print("matmul rate:", {k: f"{v:,.0f} GFLOP/s" for k, v in peak_gflops.items()}, f" memory: {bandwidth_gbs:,.0f} GB/s")
+            """
+        ),
+        code(
+            """
+            layers = []
+            for suite in SUITES:
+                for layer in bench.SUITES[suite][:LAYERS_PER_SUITE]:
+                    layer = layer.tiny() if INTERPRET else layer
+                    layers.append(dataclasses.replace(layer, batch=BATCH))
+
+            rows = []
+            for layer in layers:
+                for dtype in DTYPES:
+                    spec = layer.spec(dtype)
+                    cost = spec.cost()
+                    r0 = np.random.default_rng(0)
+                    x = jnp.asarray(r0.standard_normal(spec.lhs_shape), dtype)
+                    w = jnp.asarray(r0.standard_normal(spec.rhs_shape) / np.sqrt(np.prod(spec.rhs_shape[:-1])), dtype)
+                    ct = jnp.asarray(r0.standard_normal(spec.out_shape), dtype)
+                    for mode in MODES:
+                        reference = None
+                        for impl in ["lax", *KERNELS]:
+                            f = jax.jit(bench.mode_function(bench.conv_function(spec, impl), mode))
+                            t0 = time.perf_counter()
+                            try:
+                                compiled = f.lower(x, w, ct).compile()
+                            except NotImplementedError as e:  # the kernel says what it cannot do
+                                print(f"{layer.key} {impl}: {e}")
+                                continue
+                            compile_s = time.perf_counter() - t0
+                            out = jax.tree.leaves(compiled(x, w, ct))
+                            if reference is None:
+                                reference, err = out, 0.0
+                            else:
+                                err = max(relative_error(a, b) for a, b in zip(out, reference))
+                            seconds = median_seconds(compiled, x, w, ct)
+                            factor = 1 if mode == "fwd" else 3  # fwd+bwd: three convolutions
+                            rows.append(
+                                dict(
+                                    layer=layer.key, kind=layer.kind, dtype=dtype, mode=mode, impl=impl,
+                                    ms=1e3 * seconds, compile_s=compile_s, rel_error=err,
+                                    gflops=factor * cost["flops"] / seconds / 1e9,
+                                    intensity=cost["flops"] / cost["bytes"],
+                                )
+                            )
+                            # Both sides run at the default precision (TF32 or bfloat16 products
+                            # on an accelerator), so this only guards against a wrong program;
+                            # section 2 is the check at full precision.
+                            assert err <= 0.05, (layer.key, impl, mode, err)
+
+            for r in rows:
+                print(
+                    f"{r['layer']:34s} {r['dtype']:8s} {r['mode']:7s} {r['impl']:14s} {r['ms']:9.3f} ms "
+                    f"{r['gflops']:9.1f} GFLOP/s  compile {r['compile_s']:5.1f} s  err {r['rel_error']:.1e}"
+                )
+            """
+        ),
+        code(
+            """
+            def speedups(impl, dtype, mode):
+                base = {r["layer"]: r["ms"] for r in rows if r["impl"] == "lax" and r["dtype"] == dtype and r["mode"] == mode}
+                return {r["layer"]: base[r["layer"]] / r["ms"] for r in rows if r["impl"] == impl and r["dtype"] == dtype and r["mode"] == mode and r["layer"] in base}
+
+
+            panels = [(dtype, mode) for dtype in DTYPES for mode in MODES]
+            fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 0.8 + 0.4 * len(layers)), squeeze=False)
+            for ax, (dtype, mode) in zip(axes[0], panels):
+                for k, impl in enumerate(KERNELS):
+                    s = speedups(impl, dtype, mode)
+                    ypos = [i + k * 0.8 / len(KERNELS) for i, layer in enumerate(layers) if layer.key in s]
+                    ax.barh(ypos, [s[layer.key] for layer in layers if layer.key in s], 0.8 / len(KERNELS), label=impl)
+                ax.axvline(1, color="k", lw=1)
+                ax.set_xscale("log")
+                ax.set_yticks(range(len(layers)), [layer.key for layer in layers], fontsize=8)
+                ax.invert_yaxis()
+                ax.set_xlabel("speed-up over lax (> 1: the kernel is faster)")
+                ax.set_title(f"{dtype}, {mode}" + (" (INTERPRET MODE)" if INTERPRET else ""))
+                ax.legend(fontsize=8)
+            plt.tight_layout()
+            plt.show()
+            """
+        ),
+        md(
+            """
+            ### Roofline
+
+            A kernel is limited either by arithmetic (the matmul rate, flat line) or by
+            memory traffic (bandwidth times arithmetic intensity, the slanted line); the
+            intensity of a layer is its FLOPs per byte of input, kernel and output
+            (`ConvSpec.cost()`). Circles are lax, triangles the Triton kernel, squares the
+            TPU kernel; one colour per layer, named beside its lax point. A point near its roof uses the machine well; the gap between
+            the lax point and the kernel point of one layer is the speed-up above.
+            Depthwise layers have little arithmetic per byte and sit under the memory roof.
+            """
+        ),
+        code(
+            """
+            fig, axes = plt.subplots(1, len(DTYPES), figsize=(6.5 * len(DTYPES), 4.5), squeeze=False)
+            markers = {"lax": "o", "pallas_triton": "^", "pallas_tpu": "s"}
+            for ax, dtype in zip(axes[0], DTYPES):
+                sel = [r for r in rows if r["dtype"] == dtype and r["mode"] == "fwd"]
+                ai = np.logspace(np.log10(min(r["intensity"] for r in sel) / 2), np.log10(max(r["intensity"] for r in sel) * 2), 100)
+                ax.plot(ai, np.minimum(peak_gflops[dtype], bandwidth_gbs * ai), "k-", lw=1.5, label="roof (measured)")
+                for i, layer in enumerate(layers):
+                    for r in sel:
+                        if r["layer"] == layer.key:
+                            ax.scatter(r["intensity"], r["gflops"], marker=markers.get(r["impl"], "x"), color=f"C{i % 10}", s=50)
+                            if r["impl"] == "lax":
+                                ax.annotate(layer.name, (r["intensity"], r["gflops"]), fontsize=7, color=f"C{i % 10}", xytext=(4, -3), textcoords="offset points")
+                for impl, m in markers.items():
+                    if any(r["impl"] == impl for r in sel):
+                        ax.scatter([], [], marker=m, color="0.4", label=impl)
+                ax.set_xscale("log")
+                ax.set_yscale("log")
+                ax.set_xlabel("arithmetic intensity (FLOP / byte)")
+                ax.set_ylabel("GFLOP/s")
+                ax.set_title(f"forward, {dtype}, {BACKEND}" + (" (INTERPRET MODE)" if INTERPRET else ""))
+                ax.legend(fontsize=8)
+            plt.tight_layout()
+            plt.show()
+            """
+        ),
+        md(
+            """
+            ## Reading the results
+
+            * Every check in section 2 passed, or the notebook stopped there.
+            * The automatic choice (`implementation=None`) stays with lax on GPU and TPU
+              (`jaxconv.auto_order`); the kernels are opt-in, by name, where the chart above
+              shows them ahead.
+            * On a CPU runtime the times above are those of the Pallas *interpreter*; rerun on
+              a GPU or TPU runtime for real numbers. `python benchmarks/run.py` runs the full
+              suites from the command line.
+            """
+        ),
+    ]
+    return notebook(NB02, cells, accelerator="GPU")
+
+
+NOTEBOOKS = {NB01: notebook_01, NB02: notebook_02, NB03: notebook_03}
 
 
 def main(argv: list[str]) -> int:

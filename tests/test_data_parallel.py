@@ -21,7 +21,7 @@ import pytest
 DEVICES = 8
 STEPS = 4
 BATCH = 16  # 2 images per device
-CORE = ["xla", "taps", "im2col"]
+CORE = ["xla", "taps", "im2col", "fft"]
 #: module of each Pallas implementation (registered when imported)
 PALLAS = {
     "pallas_triton": "jaxconv._src.pallas.triton",

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import Phase, given, settings
+from strategies import conv_specs, random_operands
 
 import jaxconv
 from jaxconv._src import dispatch
@@ -25,7 +26,6 @@ from jaxconv._src.pallas_tpu import blocks
 from jaxconv._src.pallas_tpu import kernel as K
 from jaxconv._src.reference import reference_conv, relative_error, tolerance
 from jaxconv._src.spec import ConvSpec, default_dimension_numbers
-from tests.strategies import conv_specs, random_operands
 
 NCHW = default_dimension_numbers(2, channels_last=False)
 
@@ -35,18 +35,33 @@ NCHW = default_dimension_numbers(2, channels_last=False)
 #: ``stem`` (3 channels) takes the taps-in-lanes path.
 CASES = {
     "dense1d_stride": ((2, 9, 96), (3, 96, 5), dict(window_strides=2, padding=((1, 2),))),
-    "dense2d_dilated": ((2, 7, 8, 32), (3, 3, 32, 4),
-                        dict(window_strides=(2, 1), rhs_dilation=(1, 2), padding="SAME")),
-    "dense3d": ((1, 4, 5, 6, 24), (2, 3, 2, 24, 3),
-                dict(window_strides=(1, 2, 1), padding=((1, 0), (1, 1), (0, 1)))),
+    "dense2d_dilated": (
+        (2, 7, 8, 32),
+        (3, 3, 32, 4),
+        dict(window_strides=(2, 1), rhs_dilation=(1, 2), padding="SAME"),
+    ),
+    "dense3d": (
+        (1, 4, 5, 6, 24),
+        (2, 3, 2, 24, 3),
+        dict(window_strides=(1, 2, 1), padding=((1, 0), (1, 1), (0, 1))),
+    ),
     "grouped": ((2, 6, 6, 4), (3, 3, 2, 6), dict(padding="SAME", feature_group_count=2)),
-    "depthwise": ((2, 6, 7, 4), (3, 3, 1, 8),
-                  dict(window_strides=2, padding=((1, 1), (0, 1)), feature_group_count=4)),
-    "transposed": ((2, 4, 5, 32), (3, 3, 32, 4),
-                   dict(lhs_dilation=(2, 2), padding=((2, 2), (1, 2)))),
+    "depthwise": (
+        (2, 6, 7, 4),
+        (3, 3, 1, 8),
+        dict(window_strides=2, padding=((1, 1), (0, 1)), feature_group_count=4),
+    ),
+    "transposed": (
+        (2, 4, 5, 32),
+        (3, 3, 32, 4),
+        dict(lhs_dilation=(2, 2), padding=((2, 2), (1, 2))),
+    ),
     "batch_groups": ((4, 5, 3), (3, 3, 4), dict(padding="SAME", batch_group_count=2)),
-    "nchw_crop": ((2, 32, 7, 6), (4, 32, 3, 3),
-                  dict(padding=((-1, 2), (1, 1)), dimension_numbers=NCHW)),
+    "nchw_crop": (
+        (2, 32, 7, 6),
+        (4, 32, 3, 3),
+        dict(padding=((-1, 2), (1, 1)), dimension_numbers=NCHW),
+    ),
     "stem": ((2, 11, 10, 3), (3, 3, 3, 6), dict(window_strides=2, padding="SAME")),
     # no halo: 1x1 and patchifying windows read their blocks without a halo copy
     "pointwise": ((2, 5, 6, 8), (1, 1, 8, 12), {}),
@@ -61,8 +76,7 @@ def _spec(name: str, dtype=np.float32, **extra) -> ConvSpec:
     lhs_shape, rhs_shape, kwargs = CASES[name]
     kwargs = dict(kwargs, **extra)
     dn = kwargs.pop("dimension_numbers", default_dimension_numbers(len(lhs_shape) - 2))
-    return ConvSpec.create(lhs_shape, rhs_shape, dimension_numbers=dn, lhs_dtype=dtype,
-                           **kwargs)
+    return ConvSpec.create(lhs_shape, rhs_shape, dimension_numbers=dn, lhs_dtype=dtype, **kwargs)
 
 
 def tap_shifts_only():
@@ -87,8 +101,7 @@ def _check_forward(spec: ConvSpec, seed: int = 0):
 
 def _check_gradients(spec: ConvSpec, seed: int = 0):
     x, w = random_operands(spec, seed)
-    g = jnp.asarray(np.random.default_rng(seed + 1).standard_normal(spec.out_shape),
-                    spec.out_dtype)
+    g = jnp.asarray(np.random.default_rng(seed + 1).standard_normal(spec.out_shape), spec.out_dtype)
 
     def grads(fn):
         return jax.jit(lambda a, b, c: jax.vjp(fn, a, b)[1](c))(x, w, g)
@@ -131,7 +144,8 @@ def test_forward_random(spec):
 
 @pytest.mark.parametrize(
     "name",
-    ["dense2d_dilated", "depthwise", "transposed", "batch_groups", "stem", "patchify", "pointwise"])
+    ["dense2d_dilated", "depthwise", "transposed", "batch_groups", "stem", "patchify", "pointwise"],
+)
 def test_gradients_named(tpu_interpret, name):
     _check_gradients(_spec(name))
 
@@ -148,8 +162,14 @@ def test_gradients_random(spec):
 
 
 def test_grad_of_grad(tpu_interpret):
-    spec = ConvSpec.create((2, 9, 4), (3, 2, 6), 2, ((1, 1),), feature_group_count=2,
-                           dimension_numbers=default_dimension_numbers(1))
+    spec = ConvSpec.create(
+        (2, 9, 4),
+        (3, 2, 6),
+        2,
+        ((1, 1),),
+        feature_group_count=2,
+        dimension_numbers=default_dimension_numbers(1),
+    )
     x, w = random_operands(spec, 3)
 
     def outer(fn):
@@ -181,11 +201,11 @@ def test_fused_epilogue_and_its_gradients(tpu_interpret):
     bias = jnp.linspace(-1.0, 1.0, spec.out_features, dtype=jnp.float32)
 
     def loss(fn):
-        return jax.jit(jax.value_and_grad(
-            lambda a, b, c: jnp.sum(jnp.cos(fn(a, b, c))), argnums=(0, 1, 2)))(x, w, bias)
+        return jax.jit(
+            jax.value_and_grad(lambda a, b, c: jnp.sum(jnp.cos(fn(a, b, c))), argnums=(0, 1, 2))
+        )(x, w, bias)
 
-    got = loss(lambda a, b, c: dispatch.run(a, b, spec, K.NAME, bias=c,
-                                            activation=jax.nn.gelu))
+    got = loss(lambda a, b, c: dispatch.run(a, b, spec, K.NAME, bias=c, activation=jax.nn.gelu))
     want = loss(lambda a, b, c: jax.nn.gelu(reference_conv(a, b, spec) + c))
     assert relative_error(got[0], want[0]) <= 1e-5
     for a, b in zip(got[1], want[1]):
@@ -194,12 +214,26 @@ def test_fused_epilogue_and_its_gradients(tpu_interpret):
 
 def test_public_api(tpu_interpret):
     x, w = random_operands(_spec("dense2d_dilated"), 6)
-    got = jax.jit(lambda a, b: jaxconv.conv_general_dilated(
-        a, b, (1, 2), ((1, 1), (2, 0)), rhs_dilation=(2, 1),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), implementation="pallas_tpu"))(x, w)
-    want = jax.lax.conv_general_dilated(x, w, (1, 2), ((1, 1), (2, 0)), rhs_dilation=(2, 1),
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                        precision="highest")
+    got = jax.jit(
+        lambda a, b: jaxconv.conv_general_dilated(
+            a,
+            b,
+            (1, 2),
+            ((1, 1), (2, 0)),
+            rhs_dilation=(2, 1),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            implementation="pallas_tpu",
+        )
+    )(x, w)
+    want = jax.lax.conv_general_dilated(
+        x,
+        w,
+        (1, 2),
+        ((1, 1), (2, 0)),
+        rhs_dilation=(2, 1),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision="highest",
+    )
     assert relative_error(got, want) <= tolerance(np.float32)
 
 
@@ -239,8 +273,9 @@ def test_lowers_for_tpu(name, dtype):
         return K.conv(a, b, spec, bias=bias, activation=jax.nn.relu)
 
     def gradients(a, b):
-        return jax.grad(lambda p, q: jnp.sum(K.conv(p, q, spec).astype(jnp.float32)),
-                        argnums=(0, 1))(a, b)
+        return jax.grad(
+            lambda p, q: jnp.sum(K.conv(p, q, spec).astype(jnp.float32)), argnums=(0, 1)
+        )(a, b)
 
     def batched(a, b):
         return jax.vmap(forward, in_axes=(None, 0))(a, jnp.stack([b, 2 * b]))
@@ -255,8 +290,12 @@ def test_tpu_lowering_of_the_weight_gradient_kernel_names_it():
     spec = _spec("grouped")
     x = jax.ShapeDtypeStruct(spec.lhs_shape, np.float32)
     w = jax.ShapeDtypeStruct(spec.rhs_shape, np.float32)
-    text = jax.jit(jax.grad(lambda a, b: jnp.sum(K.conv(a, b, spec)), argnums=1)).trace(
-        x, w).lower(lowering_platforms=("tpu",)).as_text()
+    text = (
+        jax.jit(jax.grad(lambda a, b: jnp.sum(K.conv(a, b, spec)), argnums=1))
+        .trace(x, w)
+        .lower(lowering_platforms=("tpu",))
+        .as_text()
+    )
     assert "jaxconv_matmul_conv_wgrad" in text
 
 
@@ -279,8 +318,15 @@ LAYERS = [  # (lhs NHWC, rhs HWIO, strides, groups, dtype): real-model layers, s
 def test_block_rule_respects_vmem_and_halo(layer):
     lhs, rhs, strides, groups, dtype = layer
     n = len(lhs) - 2
-    spec = ConvSpec.create(lhs, rhs, strides, "SAME", feature_group_count=groups,
-                           dimension_numbers=default_dimension_numbers(n), lhs_dtype=dtype)
+    spec = ConvSpec.create(
+        lhs,
+        rhs,
+        strides,
+        "SAME",
+        feature_group_count=groups,
+        dimension_numbers=default_dimension_numbers(n),
+        lhs_dtype=dtype,
+    )
     lay = blocks.layout(spec)
     for wgrad in (False, True):
         blk = blocks.choose_blocks(lay, wgrad=wgrad)
@@ -297,8 +343,9 @@ def test_block_rule_respects_vmem_and_halo(layer):
 
 def test_refusals_name_the_limit():
     def spec(lhs, rhs, **kw):
-        return ConvSpec.create(lhs, rhs, dimension_numbers=default_dimension_numbers(
-            len(lhs) - 2), **kw)
+        return ConvSpec.create(
+            lhs, rhs, dimension_numbers=default_dimension_numbers(len(lhs) - 2), **kw
+        )
 
     cases = [
         (spec((1, 5, 5, 2), (3, 3, 2, 2), lhs_dtype=np.float16), "dtype"),
@@ -321,8 +368,18 @@ def test_folding_rule():
     folded = blocks.folded_spec(stem)
     assert folded is not None and folded.window == (1, 1)
     assert folded.lhs_shape == (2, 6, 5, 3 * 3 * 3)
-    for name in ("dense1d_stride", "dense2d_dilated", "dense3d", "transposed", "grouped",
-                 "depthwise", "batch_groups", "nchw_crop", "pointwise", "patchify"):
+    for name in (
+        "dense1d_stride",
+        "dense2d_dilated",
+        "dense3d",
+        "transposed",
+        "grouped",
+        "depthwise",
+        "batch_groups",
+        "nchw_crop",
+        "pointwise",
+        "patchify",
+    ):
         assert blocks.folded_spec(_spec(name)) is None, name
     pointwise = blocks.pointwise_spec(_spec("pointwise"))
     assert pointwise.lhs_shape == (1, 2 * 5 * 6, 8) and pointwise.rhs_shape == (1, 8, 12)

@@ -20,7 +20,8 @@ import pytest
 
 DEVICES = 8
 
-#: name -> (x shape, w shape, implementation, mesh shape, sharded_conv keyword arguments)
+#: name -> (x shape, w shape, implementation, mesh shape (or "explicit": an 8-device
+#: mesh with Explicit axes), sharded_conv keyword arguments)
 CASES: dict[str, tuple] = {
     "same_stride1": ((2, 32, 6, 3), (3, 3, 3, 4), "xla", (8,), {}),
     "valid_k9_drift": ((1, 64, 5, 2), (9, 3, 2, 3), "xla", (8,), {"padding": "VALID"}),
@@ -90,10 +91,17 @@ CASES: dict[str, tuple] = {
         (2, 4),
         {"batch_axis_name": "b"},
     ),
+    "explicit_mesh_im2col": (  # jax.make_mesh's default Explicit axes: placed by reshard
+        (2, 16, 6, 3),
+        (3, 3, 3, 4),
+        "im2col",
+        "explicit",
+        {"stride": 2, "padding_mode": "replicate"},
+    ),
 }
 
 #: cases also run eagerly (outside jax.jit)
-EAGER = ("same_stride1", "reflect_stride2")
+EAGER = ("same_stride1", "explicit_mesh_im2col")
 
 
 def run_worker(*args: str, timeout: float = 900) -> dict:
@@ -211,8 +219,10 @@ PALLAS = {
 
 def _mesh(shape):
     import jax
-    from jax.sharding import Mesh
+    from jax.sharding import AxisType, Mesh
 
+    if shape == "explicit":
+        return jax.make_mesh((DEVICES,), ("x",), axis_types=(AxisType.Explicit,))
     names = ("x",) if len(shape) == 1 else ("b", "x")
     return Mesh(np.array(jax.devices()[: int(np.prod(shape))]).reshape(shape), names)
 

@@ -110,3 +110,37 @@ def test_config_errors():
 def test_full_run_reaches_98_percent(impl, data, tmp_path):
     r = train(TrainConfig(implementation=impl), str(tmp_path), progress=False, data=data)
     assert r.test_accuracy >= 0.98, r.history["test_accuracy"]
+
+
+def test_devices_flag_gives_the_single_device_loss_curve(runs, tmp_path):
+    """`jaxconv train --devices 8`: batch split over 8 CPU devices, parameters replicated;
+    the loss curve equals the single-device run within float32 tolerance."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)  # the command asks for its own 8 host devices
+    cmd = [
+        sys.executable,
+        "-m",
+        "jaxconv",
+        "train",
+        "--smoke",
+        "--no-progress",
+        "--seed",
+        "3",
+        "--implementation",
+        "xla",
+        "--devices",
+        "8",
+        "--out",
+        str(tmp_path),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with open(tmp_path / "history.json") as f:
+        loss = np.asarray(json.load(f)["history"]["loss"])
+    ref = np.asarray(runs["xla"].history["loss"])
+    assert loss.shape == ref.shape
+    assert np.max(np.abs(loss - ref) / np.abs(ref)) <= tolerance(np.float32)

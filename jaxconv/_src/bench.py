@@ -228,7 +228,7 @@ def candidate_implementations(spec: ConvSpec, backend: str | None = None) -> lis
     backend = backend or jax.default_backend()
     out = []
     for name in dispatch.implementations():
-        if name == "xla":  # lax itself: its row is the lax baseline
+        if name in ("xla", "autotune"):  # lax is the baseline; autotune picks among these
             continue
         try:
             impl = dispatch._get(name)

@@ -149,6 +149,9 @@ def _register_builtins() -> None:
 
     for mod in (xla, im2col, taps, fft):
         register(Implementation(mod.NAME, mod.conv, mod.supports))
+    from jaxconv._src import autotune
+
+    register(Implementation(autotune.NAME, autotune.conv, autotune.supports))
 
 
 _register_builtins()

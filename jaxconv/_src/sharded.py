@@ -423,17 +423,6 @@ def sharded_conv(
     local_shape[dim] = plan.window_rows
     pads = list(spec.padding)
     pads[sa] = (0, 0)
-    # Negative pads (crops) of the other axes are applied as slices of the local block
-    # (less halo traffic, and XLA's CPU convolution miscomputes some mixes of negative
-    # and zero pads, e.g. pad=0_0x-1_1, on jaxlib 0.10.2). Only where the crop is a
-    # plain slice: no input dilation on that axis, a zero or constant boundary.
-    crops: list[tuple[int, int]] = [(0, 0)] * n
-    if mode in ("zeros", "constant"):
-        for i, (lo, hi) in enumerate(spec.padding):
-            if i != sa and spec.lhs_dilation[i] == 1 and (lo < 0 or hi < 0):
-                crops[i] = (max(-lo, 0), max(-hi, 0))
-                pads[i] = (max(lo, 0), max(hi, 0))
-                local_shape[1 + i] -= crops[i][0] + crops[i][1]
     lhs_dil = list(spec.lhs_dilation)
     lhs_dil[sa] = 1
     local_spec = ConvSpec.create(
@@ -457,9 +446,6 @@ def sharded_conv(
     value = spec.boundary_value
 
     def local(xb, wb, *maybe_bias):
-        for i, (c_lo, c_hi) in enumerate(crops):
-            if c_lo or c_hi:
-                xb = lax.slice_in_dim(xb, c_lo, xb.shape[1 + i] - c_hi, axis=1 + i)
         xb = _dilate_rows(xb, ld, dim)
         window = _local_window(xb, plan, dim, axis_name, mode, value)
         b = maybe_bias[0] if maybe_bias else None
@@ -473,12 +459,6 @@ def sharded_conv(
     in_specs = (x_spec, PartitionSpec()) + ((PartitionSpec(),) if bias is not None else ())
     args = tuple(place(a, mesh, s) for a, s in zip(args, in_specs))
     return shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=x_spec)(*args)
-
-
-def halo_fraction(plan: HaloPlan) -> float:
-    """Rows received per device over rows held: the halo traffic relative to the
-    local work (the output rows each device computes scale with its rows)."""
-    return plan.halo_rows / plan.local
 
 
 def sharded_cost(spec: ConvSpec, axis: int, devices: int) -> dict[str, float]:

@@ -54,12 +54,16 @@ class TrainConfig:
     implementation: str | Sequence[str] | None = None
     augment: bool = True
     steps_per_epoch: int | None = None
+    devices: int | None = None
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"`{name}` must be an int >= 1, got {v!r}")
+        if self.devices is not None and (self.devices < 1 or self.batch_size % self.devices):
+            raise ValueError(f"`devices` must be >= 1 and divide `batch_size` "
+                             f"(={self.batch_size}), got {self.devices!r}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ValueError(
                 f"`steps_per_epoch` must be >= 1 or None, got {self.steps_per_epoch!r}"
@@ -135,13 +139,18 @@ def _shift_batch(x_padded: np.ndarray, idx: np.ndarray, rng: np.random.Generator
     return x_padded[idx, dy : dy + 8, dx : dx + 8]
 
 
-def make_step(model: DigitsCNN, tx: optax.GradientTransformation) -> Callable:
+def make_step(model: DigitsCNN, tx: optax.GradientTransformation, mesh=None) -> Callable:
     """The jitted training step ``(params, opt_state, x, y) -> (params, opt_state,
     loss)`` (mean softmax cross-entropy)."""
 
     def loss_fn(params, x, y):
         logits = model.apply({"params": params}, x)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    if mesh is not None:  # batch split over the mesh, parameters replicated
+        from jaxconv._src.data_parallel import data_parallel_step
+
+        return data_parallel_step(loss_fn, tx, mesh)
 
     @jax.jit
     def step(params, opt_state, x, y):
@@ -184,7 +193,13 @@ def train(
     schedule = optax.cosine_decay_schedule(config.learning_rate, config.epochs * steps)
     tx = optax.adamw(schedule, weight_decay=config.weight_decay)
     opt_state = tx.init(params)
-    step = make_step(model, tx)
+    mesh = None
+    if config.devices is not None:
+        from jaxconv._src.data_parallel import device_mesh, replicate
+
+        mesh = device_mesh(config.devices)
+        params, opt_state = replicate((params, opt_state), mesh)
+    step = make_step(model, tx, mesh)
     evaluate = jax.jit(model.apply)
     rng = np.random.default_rng(config.seed)
     x_padded = np.pad(data.x_train, ((0, 0), (1, 1), (1, 1), (0, 0)))

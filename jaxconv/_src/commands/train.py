@@ -35,6 +35,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="a short run (2 epochs of 8 steps) that checks the pipeline",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="data-parallel over N devices: each batch split over a mesh of N devices, "
+        "parameters replicated (on a CPU, N host devices are created; N must divide 32)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -48,10 +56,16 @@ def main(args: argparse.Namespace) -> int:
         train,
     )
 
+    if args.devices is not None:  # before JAX starts its backends
+        from jaxconv._src.data_parallel import request_cpu_devices
+
+        request_cpu_devices(args.devices)
     kwargs = dict(SMOKE) if args.smoke else {}
     if args.epochs is not None:
         kwargs["epochs"] = args.epochs
-    config = TrainConfig(seed=args.seed, implementation=args.implementation, **kwargs)
+    config = TrainConfig(
+        seed=args.seed, implementation=args.implementation, devices=args.devices, **kwargs
+    )
     result = train(config, args.out, progress=not args.no_progress)
     restored = restore_checkpoint(result.checkpoint, result.params)
     from jaxconv._src.train_digits import load_digits_split

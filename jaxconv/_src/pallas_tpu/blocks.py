@@ -166,8 +166,24 @@ def layout(spec: ConvSpec) -> Layout:
     batch = spec.batch // B
     if spec.is_depthwise:
         m = O // G
-        return Layout("depthwise", n, batch, strides, lph, out, tuple(taps), G, 1, m, 1,
-                      round_up(G * m, LANES), round_up(G * m, LANES), m, dtype, out_dtype)
+        return Layout(
+            "depthwise",
+            n,
+            batch,
+            strides,
+            lph,
+            out,
+            tuple(taps),
+            G,
+            1,
+            m,
+            1,
+            round_up(G * m, LANES),
+            round_up(G * m, LANES),
+            m,
+            dtype,
+            out_dtype,
+        )
     groups = max(G, B)
     ig = I if B == 1 else spec.in_features
     og = O // groups
@@ -175,8 +191,24 @@ def layout(spec: ConvSpec) -> Layout:
     for d in range(1, groups + 1):
         if groups % d == 0 and d * max(ig, og) <= LANES:
             gpt = d
-    return Layout("matmul", n, batch, strides, lph, out, tuple(taps), groups, ig, og, gpt,
-                  round_up(gpt * ig, LANES), round_up(gpt * og, LANES), 1, dtype, out_dtype)
+    return Layout(
+        "matmul",
+        n,
+        batch,
+        strides,
+        lph,
+        out,
+        tuple(taps),
+        groups,
+        ig,
+        og,
+        gpt,
+        round_up(gpt * ig, LANES),
+        round_up(gpt * og, LANES),
+        1,
+        dtype,
+        out_dtype,
+    )
 
 
 #: Taps are folded into lanes when the folded contraction (``taps * C``) fits this many
@@ -192,16 +224,23 @@ def folded_spec(spec: ConvSpec) -> ConvSpec | None:
     ``C`` to 128 for every tap. ``None`` when folding does not apply."""
     taps = math.prod(spec.window)
     C = spec.in_features
-    if (spec.feature_group_count > 1 or spec.batch_group_count > 1 or taps == 1
-            or taps * C > FOLD_MAX_LANES
-            or FOLD_MIN_SAVING * round_up(taps * C, LANES) > taps * round_up(C, LANES)):
+    if (
+        spec.feature_group_count > 1
+        or spec.batch_group_count > 1
+        or taps == 1
+        or taps * C > FOLD_MAX_LANES
+        or FOLD_MIN_SAVING * round_up(taps * C, LANES) > taps * round_up(C, LANES)
+    ):
         return None
     n = spec.nspatial
     return ConvSpec.create(
-        (spec.batch,) + spec.out_spatial + (taps * C,), (1,) * n + (taps * C,
-                                                                      spec.out_features),
-        dimension_numbers=default_dimension_numbers(n), precision=spec.precision,
-        preferred_element_type=spec.preferred_element_type, lhs_dtype=spec.lhs_dtype)
+        (spec.batch,) + spec.out_spatial + (taps * C,),
+        (1,) * n + (taps * C, spec.out_features),
+        dimension_numbers=default_dimension_numbers(n),
+        precision=spec.precision,
+        preferred_element_type=spec.preferred_element_type,
+        lhs_dtype=spec.lhs_dtype,
+    )
 
 
 def pointwise_spec(spec: ConvSpec) -> ConvSpec | None:
@@ -210,18 +249,26 @@ def pointwise_spec(spec: ConvSpec) -> ConvSpec | None:
     ``(1, N * prod(spatial), C)``, so that small feature maps (7x7, 14x14) fill row
     blocks across images and a weight block is read once, not once per image."""
     n = spec.nspatial
-    if (spec.batch_group_count > 1 or n == 0 or any(k != 1 for k in spec.window)
-            or any(s != 1 for s in spec.window_strides)
-            or any(d != 1 for d in spec.lhs_dilation)
-            or any(p != (0, 0) for p in spec.padding)
-            or (n == 1 and spec.batch == 1)):
+    if (
+        spec.batch_group_count > 1
+        or n == 0
+        or any(k != 1 for k in spec.window)
+        or any(s != 1 for s in spec.window_strides)
+        or any(d != 1 for d in spec.lhs_dilation)
+        or any(p != (0, 0) for p in spec.padding)
+        or (n == 1 and spec.batch == 1)
+    ):
         return None
     rows = spec.batch * math.prod(spec.lhs_spatial)
     return ConvSpec.create(
-        (1, rows, spec.in_features), (1, spec.rhs_in_features, spec.out_features),
+        (1, rows, spec.in_features),
+        (1, spec.rhs_in_features, spec.out_features),
         dimension_numbers=default_dimension_numbers(1),
-        feature_group_count=spec.feature_group_count, precision=spec.precision,
-        preferred_element_type=spec.preferred_element_type, lhs_dtype=spec.lhs_dtype)
+        feature_group_count=spec.feature_group_count,
+        precision=spec.precision,
+        preferred_element_type=spec.preferred_element_type,
+        lhs_dtype=spec.lhs_dtype,
+    )
 
 
 def unsupported(spec: ConvSpec) -> str | None:
@@ -234,8 +281,10 @@ def unsupported(spec: ConvSpec) -> str | None:
         return f"output dtype must be one of {DTYPES}, got {spec.out_dtype}"
     taps = math.prod(spec.window)
     if taps > MAX_TAPS:
-        return (f"the window has {taps} taps; the kernel unrolls at most {MAX_TAPS} "
-                "(weight gradients use the dedicated weight-gradient kernel)")
+        return (
+            f"the window has {taps} taps; the kernel unrolls at most {MAX_TAPS} "
+            "(weight gradients use the dedicated weight-gradient kernel)"
+        )
     if math.prod(spec.out_shape) == 0:
         return "empty output"
     return None
@@ -294,9 +343,11 @@ def choose_blocks(lay: Layout, wgrad: bool = False) -> Blocks:
     if not hr and lay.rows <= TARGET_ROWS:  # one block of the full row extent
         rows = lay.rows
     elif not hr:  # prefer a block that divides the rows exactly
-        candidates = [*range(TARGET_ROWS, TARGET_ROWS // 2 - 1, -sub),
-                      *range(TARGET_ROWS + sub, 2 * TARGET_ROWS + 1, sub),
-                      *range(TARGET_ROWS // 2 - sub, TARGET_ROWS // 4 - 1, -sub)]
+        candidates = [
+            *range(TARGET_ROWS, TARGET_ROWS // 2 - 1, -sub),
+            *range(TARGET_ROWS + sub, 2 * TARGET_ROWS + 1, sub),
+            *range(TARGET_ROWS // 2 - sub, TARGET_ROWS // 4 - 1, -sub),
+        ]
         rows = next((r for r in candidates if lay.rows % r == 0), TARGET_ROWS)
     if lay.kind == "depthwise":
         tc = to = _largest_dividing(lay.cin_tp, (512, 256, 128))
@@ -343,10 +394,18 @@ class Chip:
 #: Published peak figures. f32 matmuls at HIGHEST precision are modelled as 6 bf16
 #: passes (bf16x6), the split XLA and Mosaic use on the MXU.
 CHIPS: dict[str, Chip] = {
-    "v5e": Chip("v5e", 197e12, 819e9,
-                "https://cloud.google.com/tpu/docs/v5e (197 TFLOP/s bf16, 819 GB/s HBM)"),
-    "v6e": Chip("v6e", 918e12, 1640e9,
-                "https://cloud.google.com/tpu/docs/v6e (918 TFLOP/s bf16, 1640 GB/s HBM)"),
+    "v5e": Chip(
+        "v5e",
+        197e12,
+        819e9,
+        "https://cloud.google.com/tpu/docs/v5e (197 TFLOP/s bf16, 819 GB/s HBM)",
+    ),
+    "v6e": Chip(
+        "v6e",
+        918e12,
+        1640e9,
+        "https://cloud.google.com/tpu/docs/v6e (918 TFLOP/s bf16, 1640 GB/s HBM)",
+    ),
 }
 F32_PASSES = 6
 
@@ -360,17 +419,26 @@ def _layout_bytes(spec: ConvSpec, lay: Layout, blk: Blocks, wide_out_bytes: int)
     rows_in = math.prod(lay.lph[a] for a in lay.flat_axes)
     total_rows = (ib + (1 if blk.hr else 0)) * blk.rows
     ig = lay.groups_per_tile * lay.in_per_group if lay.kind == "matmul" else lay.groups
-    og = (lay.groups_per_tile * lay.out_per_group if lay.kind == "matmul"
-          else lay.groups * lay.multiplier)
-    input_pass = (any(lo or hi for lo, hi in spec.padding) or lay.phases > 1
-                  or any(d > 1 for d in spec.lhs_dilation) or spec.batch_group_count > 1
-                  or lay.multiplier > 1 or ig != lay.cin_tp or total_rows != rows_in)
-    output_pass = (og != lay.cout_tp or ib * blk.rows != lay.rows
-                   or lay.lph[-1] != lay.out[-1])
+    og = (
+        lay.groups_per_tile * lay.out_per_group
+        if lay.kind == "matmul"
+        else lay.groups * lay.multiplier
+    )
+    input_pass = (
+        any(lo or hi for lo, hi in spec.padding)
+        or lay.phases > 1
+        or any(d > 1 for d in spec.lhs_dilation)
+        or spec.batch_group_count > 1
+        or lay.multiplier > 1
+        or ig != lay.cin_tp
+        or total_rows != rows_in
+    )
+    output_pass = og != lay.cout_tp or ib * blk.rows != lay.rows or lay.lph[-1] != lay.out[-1]
     prepared = lay.batch * lay.phases * lay.depth * total_rows * lay.tiles * lay.cin_tp * isz
     out_final = math.prod(spec.out_shape) * np.dtype(lay.out_dtype).itemsize
-    return ((math.prod(spec.lhs_shape) * isz + prepared) * input_pass
-            + (wide_out_bytes + out_final) * output_pass)
+    return (math.prod(spec.lhs_shape) * isz + prepared) * input_pass + (
+        wide_out_bytes + out_final
+    ) * output_pass
 
 
 def roofline(spec: ConvSpec, chip: Chip) -> dict:
@@ -391,7 +459,8 @@ def roofline(spec: ConvSpec, chip: Chip) -> dict:
     if folded is not None:  # the tap gather fuses with the layout pass: reads x instead
         r = roofline(folded, chip)
         gather = (math.prod(spec.lhs_shape) - math.prod(folded.lhs_shape)) * np.dtype(
-            spec.lhs_dtype).itemsize
+            spec.lhs_dtype
+        ).itemsize
         r["kind"] = "matmul (taps in lanes)"
         r["useful_flops"] = spec.cost()["flops"]
         r["halo"] = 0
@@ -429,11 +498,22 @@ def roofline(spec: ConvSpec, chip: Chip) -> dict:
     wrapper_bytes = _layout_bytes(spec, lay, blk, out_bytes)
     hbm_s = (kernel_bytes + wrapper_bytes) / chip.hbm_bytes_per_s
     return {
-        "kind": lay.kind, "rows": blk.rows, "tc": blk.tc, "to": blk.to, "halo": lay.halo,
-        "grid_rows": ib, "tiles": nt, "vmem_mib": blk.vmem / 2**20,
-        "useful_flops": spec.cost()["flops"], "mxu_flops": mxu, "vpu_ops": vpu,
-        "kernel_bytes": kernel_bytes, "wrapper_bytes": wrapper_bytes,
-        "compute_s": compute_s, "hbm_s": hbm_s, "time_s": max(compute_s, hbm_s),
+        "kind": lay.kind,
+        "rows": blk.rows,
+        "tc": blk.tc,
+        "to": blk.to,
+        "halo": lay.halo,
+        "grid_rows": ib,
+        "tiles": nt,
+        "vmem_mib": blk.vmem / 2**20,
+        "useful_flops": spec.cost()["flops"],
+        "mxu_flops": mxu,
+        "vpu_ops": vpu,
+        "kernel_bytes": kernel_bytes,
+        "wrapper_bytes": wrapper_bytes,
+        "compute_s": compute_s,
+        "hbm_s": hbm_s,
+        "time_s": max(compute_s, hbm_s),
         "bound": "compute" if compute_s > hbm_s else "HBM",
     }
 
@@ -470,9 +550,17 @@ def roofline_wgrad(spec: ConvSpec, chip: Chip) -> dict:
     else:
         mxu, compute_s = 0, 0.0
     hbm_s = (x_bytes + g_bytes + out_bytes + wrapper) / chip.hbm_bytes_per_s
-    return {"rows": blk.rows, "tc": blk.tc, "to": blk.to, "mxu_flops": mxu,
-            "kernel_bytes": x_bytes + g_bytes + out_bytes, "wrapper_bytes": wrapper,
-            "compute_s": compute_s, "hbm_s": hbm_s, "time_s": max(compute_s, hbm_s)}
+    return {
+        "rows": blk.rows,
+        "tc": blk.tc,
+        "to": blk.to,
+        "mxu_flops": mxu,
+        "kernel_bytes": x_bytes + g_bytes + out_bytes,
+        "wrapper_bytes": wrapper,
+        "compute_s": compute_s,
+        "hbm_s": hbm_s,
+        "time_s": max(compute_s, hbm_s),
+    }
 
 
 def roofline_training(spec: ConvSpec, chip: Chip) -> dict:
@@ -483,5 +571,4 @@ def roofline_training(spec: ConvSpec, chip: Chip) -> dict:
     fwd = roofline(spec, chip)["time_s"]
     dlhs = roofline(transpose_lhs_spec(spec), chip)["time_s"]
     dw = roofline_wgrad(spec, chip)["time_s"]
-    return {"forward_s": fwd, "lhs_grad_s": dlhs, "rhs_grad_s": dw,
-            "total_s": fwd + dlhs + dw}
+    return {"forward_s": fwd, "lhs_grad_s": dlhs, "rhs_grad_s": dw, "total_s": fwd + dlhs + dw}

@@ -5,16 +5,22 @@ is padded, input-dilated, phase-split by the strides and flattened, channels on 
 128-wide lane axis, so that every kernel tap is one static row shift of a VMEM block.
 
 * ``matmul`` (dense and grouped): grid ``(NT, JO, N, DOUT, IB, KC)``. A step joins its
-  ``(P, R, tc)`` input row block with the ``hr``-row block after it (the halo) in VMEM and accumulates, per tap, ``x[r + shift] @ w[tap]`` on the MXU into a
-  float32 VMEM accumulator; the last input-lane step adds the bias, applies the
-  activation and casts. Groups are packed ``groups_per_tile`` to a lane tile with a
-  block-diagonal weight, so small groups still feed the MXU full tiles.
+  ``(P, R, tc)`` input row block with the ``hr``-row block after it (the halo) in VMEM
+  and accumulates, per tap, ``x[r + shift] @ w[tap]`` on the MXU into a float32 VMEM
+  accumulator; the last input-lane step adds the bias, applies the activation and
+  casts. Groups are packed ``groups_per_tile`` to a lane tile with a block-diagonal
+  weight, so small groups still feed the MXU full tiles.
 * ``depthwise``: the same walk on the vector unit, channels on lanes:
   ``acc += x[r + shift] * w[tap]`` elementwise in float32 (a channel multiplier ``m``
   repeats each input channel ``m`` times in the layout).
 * weight gradient: the same walk with the reduction over rows:
   ``dw[tap] += x[r + shift]^T @ g[r]`` (MXU) or ``sum_r x[r + shift] * g[r]`` (vector
   unit), accumulated over batch and row blocks in a float32 ``(taps, tc, to)`` block.
+
+Two rewrites run before the kernels: a pointwise (1x1) convolution becomes a 1-D one
+over all images' pixels (:func:`~jaxconv._src.pallas_tpu.blocks.pointwise_spec`), and a
+dense convolution with few input channels gathers its taps into lanes and runs as 1x1
+(:func:`~jaxconv._src.pallas_tpu.blocks.folded_spec`).
 
 Autodiff (:func:`conv` is a ``custom_vjp``): the input gradient runs the forward kernel
 on the core's transposed spec (:func:`jaxconv._src.autodiff.lhs_grad`); the kernel
@@ -180,8 +186,7 @@ def _prepare_weight(w_cl, lay: Layout):
     eye = jnp.eye(gpt, dtype=w.dtype)
     w = w[:, :, :, :, None, :] * eye[None, None, None, :, :, None]  # (T, I, NT, h, h', og)
     w = jnp.transpose(w, (2, 0, 3, 1, 4, 5)).reshape(lay.tiles, t, gpt * ig, gpt * og)
-    return jnp.pad(w, [(0, 0), (0, 0), (0, lay.cin_tp - gpt * ig),
-                       (0, lay.cout_tp - gpt * og)])
+    return jnp.pad(w, [(0, 0), (0, 0), (0, lay.cin_tp - gpt * ig), (0, lay.cout_tp - gpt * og)])
 
 
 def _weight_from_tiles(dw, lay: Layout, window: tuple[int, ...]):
@@ -258,6 +263,7 @@ def _x_specs(lay: Layout, blk: Blocks, index: Callable, lane_block: Callable):
     streams = [(blk.rows, 1, 0)] + ([(blk.hr, blk.rows // blk.hr, 1)] if blk.hr else [])
     for e in lay.depth_shifts:
         for rows, scale, nxt in streams:
+
             def imap(*ids, e=e, scale=scale, nxt=nxt):
                 n, dz, i = index(*ids)
                 return (n, 0, dz + e, (i + nxt) * scale, lane_block(*ids))
@@ -280,11 +286,13 @@ def _forward_call(lay: Layout, blk: Blocks, activation, interpret: Any):
     n_e, rows = len(lay.depth_shifts), blk.rows
     ib = blk.grid_rows(lay)
     out_shape = jax.ShapeDtypeStruct(
-        (lay.batch, lay.dout, ib * rows, lay.tiles * lay.cout_tp), jnp.dtype(lay.out_dtype))
+        (lay.batch, lay.dout, ib * rows, lay.tiles * lay.cout_tp), jnp.dtype(lay.out_dtype)
+    )
     act = activation if activation is not None else (lambda y: y)
     n_x = _n_x(lay, blk)
 
     if lay.kind == "depthwise":
+
         def kernel(*refs):
             x_refs, (w_ref, b_ref, o_ref, *scratch) = refs[:n_x], refs[n_x:]
             read, (acc_ref,) = _windows(x_refs, scratch, blk, n_e)
@@ -295,10 +303,11 @@ def _forward_call(lay: Layout, blk: Blocks, activation, interpret: Any):
             o_ref[...] = act(acc_ref[...] + b_ref[...]).astype(o_ref.dtype)
 
         grid = (lay.batch, lay.dout, lay.cin_tp // blk.tc, ib)
-        in_specs = _x_specs(lay, blk, lambda n, dz, c, i: (n, dz, i),
-                            lambda n, dz, c, i: c)
-        in_specs += [pl.BlockSpec((len(taps), blk.tc), lambda n, dz, c, i: (0, c)),
-                     pl.BlockSpec((1, blk.tc), lambda n, dz, c, i: (0, c))]
+        in_specs = _x_specs(lay, blk, lambda n, dz, c, i: (n, dz, i), lambda n, dz, c, i: c)
+        in_specs += [
+            pl.BlockSpec((len(taps), blk.tc), lambda n, dz, c, i: (0, c)),
+            pl.BlockSpec((1, blk.tc), lambda n, dz, c, i: (0, c)),
+        ]
         out_spec = pl.BlockSpec((None, None, rows, blk.tc), lambda n, dz, c, i: (n, dz, i, c))
         scratch = _x_scratch(lay, blk) + [pltpu.VMEM((rows, blk.tc), jnp.float32)]
         semantics = ("parallel",) * 4
@@ -316,9 +325,9 @@ def _forward_call(lay: Layout, blk: Blocks, activation, interpret: Any):
                 acc_ref[...] = jnp.zeros_like(acc_ref)
 
             for t, (q, e, f) in enumerate(taps):
-                acc_ref[...] += jnp.dot(read(e, q, f), w_ref[t],
-                                        precision=precision,
-                                        preferred_element_type=jnp.float32)
+                acc_ref[...] += jnp.dot(
+                    read(e, q, f), w_ref[t], precision=precision, preferred_element_type=jnp.float32
+                )
 
             @pl.when(k == kc - 1)
             def _():
@@ -327,15 +336,18 @@ def _forward_call(lay: Layout, blk: Blocks, activation, interpret: Any):
         # weights outermost: with one input-lane block (KC == 1) a weight block stays
         # in VMEM across the whole batch
         grid = (lay.tiles, jo, lay.batch, lay.dout, ib, kc)
-        in_specs = _x_specs(lay, blk, lambda nt, j, n, dz, i, k: (n, dz, i),
-                            lambda nt, j, n, dz, i, k: nt * kc + k)
+        in_specs = _x_specs(
+            lay, blk, lambda nt, j, n, dz, i, k: (n, dz, i), lambda nt, j, n, dz, i, k: nt * kc + k
+        )
         in_specs += [
-            pl.BlockSpec((None, len(taps), blk.tc, blk.to),
-                         lambda nt, j, n, dz, i, k: (nt, 0, k, j)),
+            pl.BlockSpec(
+                (None, len(taps), blk.tc, blk.to), lambda nt, j, n, dz, i, k: (nt, 0, k, j)
+            ),
             pl.BlockSpec((1, blk.to), lambda nt, j, n, dz, i, k: (0, nt * jo + j)),
         ]
-        out_spec = pl.BlockSpec((None, None, rows, blk.to),
-                                lambda nt, j, n, dz, i, k: (n, dz, i, nt * jo + j))
+        out_spec = pl.BlockSpec(
+            (None, None, rows, blk.to), lambda nt, j, n, dz, i, k: (n, dz, i, nt * jo + j)
+        )
         scratch = _x_scratch(lay, blk) + [pltpu.VMEM((rows, blk.to), jnp.float32)]
         semantics = ("parallel",) * 5 + ("arbitrary",)
 
@@ -343,8 +355,12 @@ def _forward_call(lay: Layout, blk: Blocks, activation, interpret: Any):
         kernel,
         out_shape=out_shape,
         grid_spec=pltpu.PrefetchScalarGridSpec(
-            num_scalar_prefetch=0, grid=grid, in_specs=in_specs, out_specs=out_spec,
-            scratch_shapes=scratch),
+            num_scalar_prefetch=0,
+            grid=grid,
+            in_specs=in_specs,
+            out_specs=out_spec,
+            scratch_shapes=scratch,
+        ),
         compiler_params=_compiler_params(semantics, interpret),
         interpret=interpret,
         name=f"jaxconv_{lay.kind}_conv",
@@ -365,12 +381,16 @@ def _wgrad_call(lay: Layout, blk: Blocks, interpret: Any):
     n_x = _n_x(lay, blk)
 
     if lay.kind == "depthwise":
+
         def kernel(*refs):
             x_refs, (g_ref, o_ref, *scratch) = refs[:n_x], refs[n_x:]
             read, (acc_ref,) = _windows(x_refs, scratch, blk, n_e)
             first = (pl.program_id(1) == 0) & (pl.program_id(2) == 0) & (pl.program_id(3) == 0)
-            last = ((pl.program_id(1) == lay.batch - 1) & (pl.program_id(2) == lay.dout - 1)
-                    & (pl.program_id(3) == ib - 1))
+            last = (
+                (pl.program_id(1) == lay.batch - 1)
+                & (pl.program_id(2) == lay.dout - 1)
+                & (pl.program_id(3) == ib - 1)
+            )
 
             @pl.when(first)
             def _():
@@ -387,8 +407,7 @@ def _wgrad_call(lay: Layout, blk: Blocks, interpret: Any):
 
         grid = (lay.cin_tp // blk.tc, lay.batch, lay.dout, ib)
         in_specs = _x_specs(lay, blk, lambda c, n, dz, i: (n, dz, i), lambda c, n, dz, i: c)
-        in_specs.append(pl.BlockSpec((None, None, rows, blk.tc),
-                                     lambda c, n, dz, i: (n, dz, i, c)))
+        in_specs.append(pl.BlockSpec((None, None, rows, blk.tc), lambda c, n, dz, i: (n, dz, i, c)))
         out_shape = jax.ShapeDtypeStruct((n_t, lay.cin_tp), jnp.dtype(lay.out_dtype))
         out_spec = pl.BlockSpec((n_t, blk.tc), lambda c, n, dz, i: (0, c))
         scratch = _x_scratch(lay, blk) + [pltpu.VMEM((n_t, blk.tc), jnp.float32)]
@@ -401,8 +420,11 @@ def _wgrad_call(lay: Layout, blk: Blocks, interpret: Any):
             x_refs, (g_ref, o_ref, *scratch) = refs[:n_x], refs[n_x:]
             read, (acc_ref,) = _windows(x_refs, scratch, blk, n_e)
             first = (pl.program_id(3) == 0) & (pl.program_id(4) == 0) & (pl.program_id(5) == 0)
-            last = ((pl.program_id(3) == lay.batch - 1) & (pl.program_id(4) == lay.dout - 1)
-                    & (pl.program_id(5) == ib - 1))
+            last = (
+                (pl.program_id(3) == lay.batch - 1)
+                & (pl.program_id(4) == lay.dout - 1)
+                & (pl.program_id(5) == ib - 1)
+            )
 
             @pl.when(first)
             def _():
@@ -411,22 +433,32 @@ def _wgrad_call(lay: Layout, blk: Blocks, interpret: Any):
             g = g_ref[...]
             for t, (q, e, f) in enumerate(taps):
                 acc_ref[t] += lax.dot_general(
-                    read(e, q, f), g, (((0,), (0,)), ((), ())),
-                    precision=precision, preferred_element_type=jnp.float32)
+                    read(e, q, f),
+                    g,
+                    (((0,), (0,)), ((), ())),
+                    precision=precision,
+                    preferred_element_type=jnp.float32,
+                )
 
             @pl.when(last)
             def _():
                 o_ref[...] = acc_ref[...].astype(o_ref.dtype)
 
         grid = (lay.tiles, jo, kc, lay.batch, lay.dout, ib)
-        in_specs = _x_specs(lay, blk, lambda nt, j, k, n, dz, i: (n, dz, i),
-                            lambda nt, j, k, n, dz, i: nt * kc + k)
-        in_specs.append(pl.BlockSpec((None, None, rows, blk.to),
-                                     lambda nt, j, k, n, dz, i: (n, dz, i, nt * jo + j)))
-        out_shape = jax.ShapeDtypeStruct((lay.tiles, n_t, lay.cin_tp, lay.cout_tp),
-                                         jnp.dtype(lay.out_dtype))
-        out_spec = pl.BlockSpec((None, n_t, blk.tc, blk.to),
-                                lambda nt, j, k, n, dz, i: (nt, 0, k, j))
+        in_specs = _x_specs(
+            lay, blk, lambda nt, j, k, n, dz, i: (n, dz, i), lambda nt, j, k, n, dz, i: nt * kc + k
+        )
+        in_specs.append(
+            pl.BlockSpec(
+                (None, None, rows, blk.to), lambda nt, j, k, n, dz, i: (n, dz, i, nt * jo + j)
+            )
+        )
+        out_shape = jax.ShapeDtypeStruct(
+            (lay.tiles, n_t, lay.cin_tp, lay.cout_tp), jnp.dtype(lay.out_dtype)
+        )
+        out_spec = pl.BlockSpec(
+            (None, n_t, blk.tc, blk.to), lambda nt, j, k, n, dz, i: (nt, 0, k, j)
+        )
         scratch = _x_scratch(lay, blk) + [pltpu.VMEM((n_t, blk.tc, blk.to), jnp.float32)]
         semantics = ("parallel",) * 3 + ("arbitrary",) * 3
 
@@ -434,8 +466,12 @@ def _wgrad_call(lay: Layout, blk: Blocks, interpret: Any):
         kernel,
         out_shape=out_shape,
         grid_spec=pltpu.PrefetchScalarGridSpec(
-            num_scalar_prefetch=0, grid=grid, in_specs=in_specs, out_specs=out_spec,
-            scratch_shapes=scratch),
+            num_scalar_prefetch=0,
+            grid=grid,
+            in_specs=in_specs,
+            out_specs=out_spec,
+            scratch_shapes=scratch,
+        ),
         compiler_params=_compiler_params(semantics, interpret),
         interpret=interpret,
         name=f"jaxconv_{lay.kind}_conv_wgrad",
@@ -448,7 +484,8 @@ def _wgrad_call(lay: Layout, blk: Blocks, interpret: Any):
 
 
 _TPU_INTERPRET: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "jaxconv_pallas_tpu_interpret", default=False)
+    "jaxconv_pallas_tpu_interpret", default=False
+)
 
 
 @contextlib.contextmanager
@@ -492,16 +529,22 @@ def _forward(lhs, rhs, spec: ConvSpec, bias, activation):
     pointwise = pointwise_spec(spec)
     if pointwise is not None:  # 1x1: one long row axis over all images
         x_cl, w_cl = W.to_channels_last(lhs, rhs, spec)
-        y = _forward(x_cl.reshape(pointwise.lhs_shape), w_cl.reshape(pointwise.rhs_shape),
-                     pointwise, bias, activation)
+        y = _forward(
+            x_cl.reshape(pointwise.lhs_shape),
+            w_cl.reshape(pointwise.rhs_shape),
+            pointwise,
+            bias,
+            activation,
+        )
         y = y.reshape((spec.batch,) + spec.out_spatial + (spec.out_features,))
         return W.from_channels_last(y, spec)
     folded = folded_spec(spec)
     if folded is not None:  # few channels: gather the taps into lanes, run a 1x1 conv
         x_cl, w_cl = W.to_channels_last(lhs, rhs, spec)
         xp = W.dilate_and_pad(x_cl, spec)
-        patches = jnp.concatenate([tap_slice(xp, start, spec)
-                                   for _, start in W.tap_starts(spec)], axis=-1)
+        patches = jnp.concatenate(
+            [tap_slice(xp, start, spec) for _, start in W.tap_starts(spec)], axis=-1
+        )
         w = w_cl.reshape(folded.rhs_shape)  # (*win, I, O) is tap-major like the patches
         y = _forward(patches, w, folded, bias, activation)
         return W.from_channels_last(y, spec)
@@ -525,8 +568,9 @@ def _weight_gradient(lhs, g, spec: ConvSpec):
     if pointwise is not None:  # 1x1: X^T G over one long row axis
         x_cl = _channels_last(lhs, spec.dimension_numbers.lhs_spec)
         g_cl = _channels_last(g, spec.dimension_numbers.out_spec)
-        dw = _weight_gradient(x_cl.reshape(pointwise.lhs_shape),
-                              g_cl.reshape(pointwise.out_shape), pointwise)
+        dw = _weight_gradient(
+            x_cl.reshape(pointwise.lhs_shape), g_cl.reshape(pointwise.out_shape), pointwise
+        )
         return _rhs_from_cl(dw.reshape((1,) * spec.nspatial + dw.shape[1:]), spec)
     lay = dataclasses.replace(layout(spec), out_dtype=np.dtype(spec.rhs_dtype).name)
     blk = choose_blocks(lay, wgrad=True)
@@ -604,10 +648,19 @@ def _conv_fused_bwd(spec, activation, res, g):
 _conv_fused.defvjp(_conv_fused_fwd, _conv_fused_bwd)
 
 
-def conv(lhs, rhs, spec: ConvSpec, *, bias=None, activation=None):
-    """Convolution of ``lhs`` and ``rhs`` (shapes and layouts of ``spec``) on the
-    Pallas TPU kernels, with ``bias`` (shape ``(O,)``) and ``activation`` fused into the
-    kernel's epilogue. Differentiable (gradients on the same kernels) and vmappable.
+def conv(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    spec: ConvSpec,
+    *,
+    bias: jax.Array | None = None,
+    activation: Callable[[jax.Array], jax.Array] | None = None,
+) -> jax.Array:
+    """Convolution of ``lhs`` (``spec.lhs_shape``) and ``rhs`` (``spec.rhs_shape``) on
+    the Pallas TPU kernels, returning ``spec.out_shape`` in ``spec.out_dtype``, with
+    ``bias`` (shape ``(O,)``) and ``activation`` fused into the kernel's epilogue.
+    Differentiable (gradients on the same kernels, gradients of gradients too) and
+    vmappable.
 
     Raises ``NotImplementedError`` (naming the limit) for specs the kernels cannot take.
     """
@@ -617,11 +670,13 @@ def conv(lhs, rhs, spec: ConvSpec, *, bias=None, activation=None):
     if spec.needs_boundary_padding:
         raise ValueError(
             f"`spec` must have the zeros boundary (boundary {spec.boundary!r} is "
-            "materialised by jaxconv._src.dispatch.run); got " + str(spec))
+            "materialised by jaxconv._src.dispatch.run); got " + str(spec)
+        )
     if bias is None and activation is None:
         return _conv(lhs, rhs, spec)
     return _conv_fused(lhs, rhs, bias, spec, activation)
 
 
-dispatch.register(dispatch.Implementation(NAME, conv, supports, fuses_epilogue=True,
-                                          platforms=("tpu",)))
+dispatch.register(
+    dispatch.Implementation(NAME, conv, supports, fuses_epilogue=True, platforms=("tpu",))
+)
