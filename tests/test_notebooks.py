@@ -3,8 +3,9 @@
 Each notebook's parameter cell reads ``JAXCONV_SMOKE=1`` and shrinks its sizes; a cell that
 raises (a failed check included) fails the test. The kernel is the interpreter running
 pytest (a kernelspec written for ``sys.executable``), so the notebooks see this checkout's
-jaxconv, never another Python's. Needs nbclient, nbformat and ipykernel (the ``test``
-extra) and matplotlib, scikit-learn, flax and optax (the ``demo`` and ``flax`` extras).
+jaxconv, never another Python's; nbclient starts it and shuts it down. Needs nbclient,
+nbformat and ipykernel (the ``notebooks`` extra, and the ``test`` extra once it lists them;
+skipped without them) and matplotlib, scikit-learn, flax and optax (``demo``, ``flax``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import re
 import sys
 from pathlib import Path
 
-import nbclient
-import nbformat
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
+
+# The ``test`` extra installs these; without them the notebooks cannot be executed.
+nbclient = pytest.importorskip("nbclient", reason="needs nbclient (the test extra)")
+nbformat = pytest.importorskip("nbformat", reason="needs nbformat (the test extra)")
+pytest.importorskip("ipykernel", reason="needs ipykernel (the test extra)")
+from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402 (nbclient's dependency)
 
 COLAB = Path(__file__).resolve().parent.parent / "colab"
 NOTEBOOKS = sorted(COLAB.glob("*.ipynb"))
@@ -33,10 +36,11 @@ BADGE = re.compile(
 )
 
 
-def _kernel_manager(tmp_path: Path) -> KernelManager:
-    """A kernel manager that starts ``sys.executable -m ipykernel_launcher`` with the
-    smoke setting on the CPU, keeping every file it writes under ``tmp_path``."""
-    spec_dir = tmp_path / "kernels" / KERNEL_NAME
+def _kernelspec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Write a kernelspec that starts ``sys.executable -m ipykernel_launcher`` with the smoke
+    setting on the CPU, make it the one Jupyter finds (files under ``tmp_path``), and return
+    its name. nbclient then owns the kernel and shuts it down after the run."""
+    spec_dir = tmp_path / "jupyter" / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True)
     spec = {
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
@@ -53,12 +57,10 @@ def _kernel_manager(tmp_path: Path) -> KernelManager:
         },
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    specs = KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")])
-    return KernelManager(
-        kernel_name=KERNEL_NAME,
-        kernel_spec_manager=specs,
-        connection_file=str(tmp_path / "connection.json"),
-    )
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    assert KernelSpecManager().get_kernel_spec(KERNEL_NAME).argv[0] == sys.executable
+    return KERNEL_NAME
 
 
 def _code(nb) -> list[str]:
@@ -97,11 +99,12 @@ def test_notebook_has_the_standard_cells(path: Path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path):
+def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path, monkeypatch):
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         nb,
-        km=_kernel_manager(tmp_path),
+        kernel_name=_kernelspec(tmp_path, monkeypatch),
+        shutdown_kernel="immediate",
         timeout=300,
         allow_errors=False,
         resources={"metadata": {"path": str(tmp_path)}},

@@ -188,7 +188,7 @@ def test_errors(results):
     assert "`axis_name` must be one of the mesh's axes ('x',), got 'y'" in e["axis_name"]
     assert "`spatial_axis` must be in [-2, 2)" in e["spatial_axis"]
     assert "`batch_axis_name` must differ" in e["same_axes"]
-    assert "`feature_group_count` (=2) must divide the input channels (=3)" in e["groups"]
+    assert "`groups` (=2) must divide the input channels (=3)" in e["groups"]
 
 
 @pytest.mark.slow

@@ -142,6 +142,46 @@ def conv(
     Returns:
       ``(N, *out_spatial, O)`` (unbatched input gives unbatched output).
     """
+    x, w, spec, bias, unbatched = conv_operands(
+        x,
+        w,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+        padding_value=padding_value,
+        bias=bias,
+        activation=activation,
+        input_dilation=input_dilation,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+    y = dispatch.run(x, w, spec, implementation, bias=bias, activation=activation)
+    return y[0] if unbatched else y
+
+
+def conv_operands(
+    x,
+    w,
+    *,
+    stride: Any = 1,
+    padding: Any = "SAME",
+    dilation: Any = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    padding_value: float = 0.0,
+    bias=None,
+    activation: Callable | None = None,
+    input_dilation: Any = 1,
+    precision: Any = None,
+    preferred_element_type: Any = None,
+):
+    """Validate :func:`conv`'s arguments (shared by every channels-last entry point).
+
+    Returns ``(x, w, spec, bias, unbatched)`` with ``x`` batched ``(N, *spatial, C)``,
+    ``spec`` the canonical spec and ``unbatched`` whether a batch axis was added.
+    """
     x = _as_array(x, "x")
     w = _as_array(w, "w")
     if w.ndim < 2:
@@ -182,5 +222,4 @@ def conv(
             )
     if activation is not None and not callable(activation):
         raise TypeError(f"`activation` must be callable, got {type(activation).__name__}")
-    y = dispatch.run(x, w, spec, implementation, bias=bias, activation=activation)
-    return y[0] if unbatched else y
+    return x, w, spec, bias, unbatched

@@ -180,8 +180,6 @@ def _suites() -> dict[str, list[Layer]]:
         Layer("c3d", "conv5a_3x3x3", (2, 7, 7), 512, 512, (3, 3, 3)),
     ]
     s["large_kernel"] = [
-        Layer("large_kernel", "replknet_dw31_28x256", (28, 28), 256, 256, (31, 31),
-              groups=256),
         Layer("large_kernel", "replknet_dw31_14x512", (14, 14), 512, 512, (31, 31),
               groups=512),
         Layer("large_kernel", "dense31_16x32", (16, 16), 32, 32, (31, 31)),
@@ -216,8 +214,13 @@ def native_dtypes(backend: str | None = None) -> list[str]:
 #: Implementations timed only where they are meant to pay off. ``fft`` is the
 #: large-kernel implementation: on a 1x1 or 3x3 layer its frequency-domain kernel
 #: (window padded to the input size, times I x O) is many times lax's memory.
+#: ``taps`` and ``im2col`` are timed up to 64 taps per window: on a 31x31 window taps
+#: unrolls 961 slices (minutes to compile) and im2col's forward+backward took 36 s per
+#: call on RepLKNet's 14x14x512 layer (NOTES.md), where fft takes 0.4 s.
 TIMING_RULES: dict[str, Callable[[ConvSpec], bool]] = {
     "fft": lambda spec: math.prod(spec.window) >= 49,
+    "taps": lambda spec: math.prod(spec.window) <= 64,
+    "im2col": lambda spec: math.prod(spec.window) <= 64,
 }
 
 
@@ -410,6 +413,7 @@ def torch_function(layer: Layer, spec: ConvSpec, mode: str, dtype: str):
 @dataclasses.dataclass
 class Options:
     suites: Sequence[str] | None = None
+    layers: Sequence[str] | None = None  # "suite/name" or "name"; None: every layer
     modes: Sequence[str] = MODES
     implementations: Sequence[str] | None = None  # None: every candidate
     dtypes: Sequence[str] | None = None  # None: native_dtypes()
@@ -459,7 +463,13 @@ def plan(options: Options) -> list[tuple[Layer, str, str, str]]:
     backend = jax.default_backend()
     dtypes = list(options.dtypes or native_dtypes(backend))
     rows = []
-    for layer in layers(options.suites):
+    chosen = layers(options.suites)
+    if options.layers is not None:
+        wanted = set(options.layers)
+        chosen = [lay for lay in chosen if lay.key in wanted or lay.name in wanted]
+        if not chosen:
+            raise ValueError(f"`layers` {sorted(wanted)} match no layer of the suites")
+    for layer in chosen:
         if options.tiny:
             layer = layer.tiny()
         if options.batch is not None:
@@ -565,6 +575,8 @@ def auto_rows(rows: list[dict], layer_specs: dict[tuple, ConvSpec],
         r = dict(src)
         r["impl"] = "auto"
         r["auto_choice"] = chosen
+        if chosen == "xla":  # the same program as the lax row
+            r.update(rel_error=0.0, matches_lax=True)
         out.append(r)
     return out
 

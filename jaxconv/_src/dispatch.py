@@ -73,17 +73,36 @@ def backend() -> str:
     return jax.default_backend()
 
 
+#: Windows with at least this many taps go to ``"fft"`` on the CPU (RepLKNet 31x31:
+#: 20-45x faster than lax; ConvNeXt 7x7 depthwise stays with ``"taps"``).
+FFT_MIN_TAPS = 121
+
+
 def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
     """The automatic choice: the implementations tried, in order, for ``spec``.
 
-    The rule (see the README's table) comes from the CPU benchmarks in
-    ``benchmarks/results/``: on the CPU, grouped and depthwise convolutions go to
-    ``taps`` (lax's grouped convolution is one to two orders of magnitude slower there);
-    everything else stays with ``xla``. On GPU and TPU, ``xla`` (cuDNN / the TPU
-    convolution emitter) is the default.
+    The rule comes from the CPU benchmarks in ``benchmarks/results/`` (table in
+    ``benchmarks/results/auto_choice.md`` and the README):
+
+    ============================================  ===========================
+    spec (CPU)                                    order
+    ============================================  ===========================
+    window of >= 121 taps (11x11 and up), float   ``fft``, ``xla``
+    feature or batch groups (depthwise, grouped)  ``taps``, ``xla``
+    everything else (dense, transposed, 1-D)      ``xla``
+    ============================================  ===========================
+
+    Integer inputs skip ``fft`` (it does not support them) and land on the next entry.
+    On GPU and TPU, ``xla`` (cuDNN / the TPU convolution emitter) is the default.
     """
+    import math
+
     platform = platform or backend()
-    if platform == "cpu" and (spec.feature_group_count > 1 or spec.batch_group_count > 1):
+    if platform != "cpu":
+        return ["xla"]
+    if math.prod(spec.window) >= FFT_MIN_TAPS:
+        return ["fft", "xla"]
+    if spec.feature_group_count > 1 or spec.batch_group_count > 1:
         return ["taps", "xla"]
     return ["xla"]
 

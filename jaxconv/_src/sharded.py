@@ -37,7 +37,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxconv._src import dispatch
-from jaxconv._src.spec import ConvSpec, default_dimension_numbers
+from jaxconv._src.spec import ConvSpec
 
 # --------------------------------------------------------------------------------------
 # shard_map of this jax
@@ -349,21 +349,29 @@ def sharded_conv(
         of the sharded axis: a ``jax.Array`` is split into equal blocks), an unknown
         mesh axis, or any argument :func:`jaxconv.conv` rejects.
     """
-    from jaxconv._src.api import _as_array
+    from jaxconv._src.api import conv_operands
 
-    x = _as_array(x, "x")
-    w = _as_array(w, "w")
-    if w.ndim < 3:
+    if getattr(w, "ndim", 0) < 3 or getattr(x, "ndim", 0) != w.ndim:
         raise ValueError(
-            f"`w` must have shape (*window, C // groups, O) with at least one spatial "
-            f"axis, got {w.shape}"
+            "`x` must have shape (N, *spatial, C) and `w` (*window, C // groups, O) with at "
+            f"least one spatial axis, got {getattr(x, 'shape', x)} and {getattr(w, 'shape', w)}"
         )
-    n = w.ndim - 2
-    if x.ndim != n + 2:
-        raise ValueError(
-            f"`x` must have shape (N, *spatial, C) with {n} spatial axes to match `w` of "
-            f"shape {w.shape}, got shape {x.shape}"
-        )
+    x, w, spec, bias, _ = conv_operands(
+        x,
+        w,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+        padding_value=padding_value,
+        bias=bias,
+        activation=activation,
+        input_dilation=input_dilation,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+    n = spec.nspatial
     if isinstance(spatial_axis, bool) or not isinstance(spatial_axis, (int, np.integer)):
         raise TypeError(f"`spatial_axis` must be an int, got {spatial_axis!r}")
     if not -n <= spatial_axis < n:
@@ -384,34 +392,6 @@ def sharded_conv(
                 f"`x` batch (={x.shape[0]}) must be divisible by the number of devices on "
                 f"mesh axis {batch_axis_name!r} (={Pb})"
             )
-    dnums = default_dimension_numbers(n)
-    spec = ConvSpec.create(
-        x.shape,
-        w.shape,
-        stride,
-        padding,
-        input_dilation,
-        dilation,
-        dnums,
-        groups,
-        1,
-        precision,
-        preferred_element_type,
-        lhs_dtype=x.dtype,
-        rhs_dtype=w.dtype,
-        boundary=padding_mode,
-        boundary_value=padding_value,
-    )
-    if bias is not None:
-        bias = _as_array(bias, "bias")
-        if bias.shape != (spec.out_features,):
-            raise ValueError(
-                f"`bias` must have shape ({spec.out_features},) (one per output feature), "
-                f"got {bias.shape}"
-            )
-    if activation is not None and not callable(activation):
-        raise TypeError(f"`activation` must be callable, got {type(activation).__name__}")
-
     plan = halo_plan(spec, sa, P)
     mode = spec.boundary
     if spec.boundary == "constant" and spec.boundary_value == 0.0:
@@ -432,7 +412,7 @@ def sharded_conv(
         tuple(pads),
         tuple(lhs_dil),
         spec.rhs_dilation,
-        dnums,
+        spec.dimension_numbers,
         spec.feature_group_count,
         1,
         spec.precision,

@@ -16,6 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--suites", type=_csv, default=None,
                    help=f"comma-separated suites (default: all of {', '.join(SUITES)})")
+    p.add_argument("--layers", type=_csv, default=None,
+                   help="comma-separated layer names (or suite/name) within the suites")
     p.add_argument("--modes", type=_csv, default=list(MODES),
                    help="comma-separated modes: fwd, fwd+bwd (default: both)")
     p.add_argument("--impls", "--implementations", dest="impls", type=_csv, default=None,
@@ -54,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
     for mode in args.modes:
         if mode not in bench.MODES:
             raise SystemExit(f"--modes: expected some of {bench.MODES}, got {mode!r}")
-    opts = bench.Options(suites=args.suites, modes=tuple(args.modes),
+    opts = bench.Options(suites=args.suites, layers=args.layers, modes=tuple(args.modes),
                          implementations=args.impls, dtypes=args.dtypes,
                          torch=not args.no_torch, tiny=args.tiny, batch=args.batch,
                          repeats=args.repeats, max_time=args.max_time,

@@ -121,13 +121,33 @@ def _from_channels_last_rhs(w_cl, spec: ConvSpec):
     return jnp.transpose(w_cl, perm)
 
 
+#: Windows of at least this many taps (stride 1) take their kernel gradient through
+#: the FFT: one correlation of the input with the cotangent instead of one reduction
+#: per tap (ConvNeXt 7x7 depthwise: 183 -> 42 ms; a stride-2 3x3 gets slower, 71 ->
+#: 233 ms, see benchmarks/NOTES.md).
+FFT_KERNEL_GRAD_TAPS = 25
+
+
+def uses_fft_kernel_grad(spec: ConvSpec) -> bool:
+    from jaxconv._src.impl import fft
+
+    tspec = autodiff.transpose_rhs_spec(spec)
+    return (math.prod(spec.window) >= FFT_KERNEL_GRAD_TAPS
+            and all(s == 1 for s in spec.window_strides) and fft.supports(tspec) is None)
+
+
 def kernel_grad(lhs, g, spec: ConvSpec):
     """Gradient w.r.t. the kernel of :func:`forward`: for each tap, the input slice that
-    tap reads contracted with the output cotangent ``g`` over batch and output positions.
+    tap reads contracted with the output cotangent ``g`` over batch and output positions
+    (large stride-1 windows: the same correlation through the FFT).
 
     ``lhs`` in the spec's input layout, ``g`` in its output layout; returns the kernel
     gradient in the spec's kernel layout and dtype.
     """
+    if uses_fft_kernel_grad(spec):
+        from jaxconv._src.impl import fft
+
+        return autodiff.rhs_grad(g, lhs, spec, fft.conv)
     lhs_spec = spec.dimension_numbers.lhs_spec
     x = jnp.transpose(lhs, (lhs_spec[0],) + tuple(lhs_spec[2:]) + (lhs_spec[1],))
     xp = W.dilate_and_pad(x.astype(g.dtype), spec)
