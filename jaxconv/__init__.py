@@ -4,6 +4,7 @@ Every way is checked against :func:`jax.lax.conv_general_dilated`.
 """
 
 from jaxconv._src.api import conv, conv_general_dilated
+from jaxconv._src.autotune import autotune
 from jaxconv._src.data_parallel import (
     data_parallel_loss,
     data_parallel_step,
@@ -14,18 +15,18 @@ from jaxconv._src.data_parallel import (
 )
 from jaxconv._src.dispatch import auto_order, implementations
 from jaxconv._src.pooling import avg_pool, global_avg_pool, global_max_pool, lp_pool, max_pool
-from jaxconv._src.receptive_field_map import (
-    effective_receptive_field,
-    erf_support,
-    plot_effective_receptive_field,
-    theoretical_receptive_field_box,
-)
 from jaxconv._src.receptive_field import (
     Layer,
     conv_layer,
     cost_table,
     pool_layer,
     receptive_field,
+)
+from jaxconv._src.receptive_field_map import (
+    effective_receptive_field,
+    erf_support,
+    plot_effective_receptive_field,
+    theoretical_receptive_field_box,
 )
 from jaxconv._src.separable import depthwise_conv, depthwise_cost, separable_conv, separable_cost
 from jaxconv._src.sharded import sharded_conv
@@ -43,6 +44,7 @@ from jaxconv._src.transpose import conv_transpose, conv_transpose_torch
 __version__ = "0.1.0"
 
 __all__ = [
+    "autotune",
     "data_parallel_loss",
     "data_parallel_step",
     "device_mesh",

@@ -31,3 +31,16 @@ def x64():
     """Run a test with 64-bit types enabled (float64 references agree to ~1e-12)."""
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _autotune_cache(tmp_path_factory):
+    """Keep `implementation="autotune"` from writing to the user's cache during tests."""
+    path = tmp_path_factory.mktemp("autotune") / "autotune.json"
+    old = os.environ.get("JAXCONV_AUTOTUNE_CACHE")
+    os.environ["JAXCONV_AUTOTUNE_CACHE"] = str(path)
+    yield
+    if old is None:
+        os.environ.pop("JAXCONV_AUTOTUNE_CACHE", None)
+    else:
+        os.environ["JAXCONV_AUTOTUNE_CACHE"] = old

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import jaxconv
@@ -26,9 +26,15 @@ def cache_file(tmp_path, monkeypatch):
 
 
 def _spec(dtype=np.float32, groups=4):
-    return ConvSpec.create((2, 9, 9, 8), (3, 3, 8 // groups, 8), 1, "SAME",
-                           dimension_numbers=default_dimension_numbers(2),
-                           feature_group_count=groups, lhs_dtype=dtype)
+    return ConvSpec.create(
+        (2, 9, 9, 8),
+        (3, 3, 8 // groups, 8),
+        1,
+        "SAME",
+        dimension_numbers=default_dimension_numbers(2),
+        feature_group_count=groups,
+        lhs_dtype=dtype,
+    )
 
 
 def test_winner_is_measured_once_then_read_from_memory_and_disk(cache_file, monkeypatch):
@@ -75,8 +81,7 @@ def test_implementation_autotune_under_jit_and_grad(cache_file):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((2, 9, 9, 8)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((3, 3, 2, 8)), jnp.float32)
-    f = lambda x, w, impl: jnp.sum(jnp.tanh(jaxconv.conv(x, w, groups=4,
-                                                         implementation=impl)))
+    f = lambda x, w, impl: jnp.sum(jnp.tanh(jaxconv.conv(x, w, groups=4, implementation=impl)))
     y = jax.jit(lambda x, w: jaxconv.conv(x, w, groups=4, implementation="autotune"))(x, w)
     assert relative_error(y, reference_conv(x, w, _spec())) <= tolerance(np.float32)
     g = jax.jit(jax.grad(f, (0, 1)), static_argnums=2)(x, w, "autotune")
@@ -89,8 +94,7 @@ def test_implementation_autotune_under_jit_and_grad(cache_file):
 def test_called_with_conv_general_dilated_arguments(cache_file):
     x = jax.ShapeDtypeStruct((1, 4, 8, 8), jnp.float32)
     w = jax.ShapeDtypeStruct((6, 4, 3, 3), jnp.float32)
-    name = at.autotune(x, w, (2, 2), "SAME", mode="fwd+bwd", repeats=1,
-                       candidates_=["xla", "taps"])
+    name = at.autotune(x, w, (2, 2), "SAME", mode="fwd+bwd", repeats=1, candidates_=["xla", "taps"])
     assert name in ("xla", "taps")
     spec = ConvSpec.create(x.shape, w.shape, (2, 2), "SAME")
     assert json.loads(cache_file.read_text())[at.cache_key(spec, "fwd+bwd")]["winner"] == name

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import jax
+import numpy as np
 import pytest
 
 from jaxconv._src import bench, dispatch
@@ -25,14 +25,16 @@ def test_suites_hold_the_real_model_layers():
     # ResNet-50: the stem and the 1x1 and 3x3 layers of every stage
     assert "resnet50/stem_7x7_s2" in names
     for stage in (1, 2, 3, 4):
-        assert {f"resnet50/s{stage}_3x3", f"resnet50/s{stage}_1x1_reduce",
-                f"resnet50/s{stage}_1x1_expand"} <= names
+        assert {
+            f"resnet50/s{stage}_3x3",
+            f"resnet50/s{stage}_1x1_reduce",
+            f"resnet50/s{stage}_1x1_expand",
+        } <= names
     stem = next(lay for lay in bench.SUITES["resnet50"] if lay.name == "stem_7x7_s2")
     assert stem.spec().out_shape == (8, 112, 112, 64)
     assert all(lay.groups == 32 for lay in bench.SUITES["resnext50"])
     assert {lay.kind for lay in bench.SUITES["mobilenetv2"]} == {"depthwise", "dense"}
-    assert all(lay.window == (7, 7) and lay.kind == "depthwise"
-               for lay in bench.SUITES["convnext"])
+    assert all(lay.window == (7, 7) and lay.kind == "depthwise" for lay in bench.SUITES["convnext"])
     ranks = {len(lay.spatial) for lay in bench.SUITES["transposed"]}
     assert ranks == {1, 2}
     assert all(lay.padding == "CAUSAL" for lay in bench.SUITES["wavenet"])
@@ -72,9 +74,14 @@ def test_every_layer_tiny_matches_the_reference(suite):
 
 
 def test_runner_end_to_end_writes_json_and_markdown(tmp_path):
-    opts = bench.Options(suites=["mobilenetv2", "large_kernel"],
-                         layers=["dw_56x144", "dense31_16x32"], tiny=True, repeats=1,
-                         min_time=0.0, torch=False)
+    opts = bench.Options(
+        suites=["mobilenetv2", "large_kernel"],
+        layers=["dw_56x144", "dense31_16x32"],
+        tiny=True,
+        repeats=1,
+        min_time=0.0,
+        torch=False,
+    )
     result = bench.run(opts, progress=False)
     paths = bench.write(result, str(tmp_path), "smoke")
     data = json.loads(open(paths["json"]).read())
@@ -116,8 +123,12 @@ def test_unknown_suite_and_layer_are_user_errors():
 
 def test_torch_baseline_matches_the_layer_shapes():
     pytest.importorskip("torch")  # the optional baseline; the runner works without it
-    for key in ("mobilenetv2/dw_112x96_s2", "transposed/dcgan_4x4_s2_16to32",
-                "transposed/melgan_1d_k8_s4", "wavenet/causal_k2_d32"):
+    for key in (
+        "mobilenetv2/dw_112x96_s2",
+        "transposed/dcgan_4x4_s2_16to32",
+        "transposed/melgan_1d_k8_s4",
+        "wavenet/causal_k2_d32",
+    ):
         layer = next(lay for lay in bench.layers() if lay.key == key).tiny()
         for mode in bench.MODES:
             call = bench.torch_function(layer, layer.spec(), mode, "float32")

@@ -3,19 +3,18 @@ gradients, and clear errors for the rest."""
 
 from __future__ import annotations
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from hypothesis import given, settings
+from strategies import conv_specs, random_operands
 
 import jaxconv
 from jaxconv._src import dispatch
 from jaxconv._src.impl import fft
 from jaxconv._src.reference import reference_conv, relative_error, tolerance
 from jaxconv._src.spec import ConvSpec, default_dimension_numbers
-
-from strategies import conv_specs, random_operands
 
 
 def assert_close_to_reference(out, x, w, spec, tol):
@@ -24,8 +23,11 @@ def assert_close_to_reference(out, x, w, spec, tol):
     ~1e-7 * |x| * |w|. So the error is measured against the larger of the output's
     and the operands' scale."""
     ref = np.asarray(reference_conv(x, w, spec))
-    scale = max(float(np.max(np.abs(ref), initial=0.0)),
-                float(np.max(np.abs(x))) * float(np.max(np.abs(w))), 1e-30)
+    scale = max(
+        float(np.max(np.abs(ref), initial=0.0)),
+        float(np.max(np.abs(x))) * float(np.max(np.abs(w))),
+        1e-30,
+    )
     err = float(np.max(np.abs(np.asarray(out, ref.dtype) - ref), initial=0.0)) / scale
     assert err <= tol, f"{spec}: error {err:.3g} relative to scale {scale:.3g}"
 
@@ -63,8 +65,17 @@ def test_float64_to_1e12(spec, x64):
 @pytest.mark.parametrize("dtype", ["complex64", "bfloat16", "float16"])
 def test_other_float_dtypes(dtype):
     rng = np.random.default_rng(0)
-    spec = ConvSpec.create((2, 9, 8, 4), (3, 3, 2, 6), (2, 1), "SAME", None, (1, 2),
-                           default_dimension_numbers(2), 2, lhs_dtype=jnp.dtype(dtype))
+    spec = ConvSpec.create(
+        (2, 9, 8, 4),
+        (3, 3, 2, 6),
+        (2, 1),
+        "SAME",
+        None,
+        (1, 2),
+        default_dimension_numbers(2),
+        2,
+        lhs_dtype=jnp.dtype(dtype),
+    )
     x = rng.standard_normal(spec.lhs_shape)
     w = rng.standard_normal(spec.rhs_shape)
     if dtype == "complex64":
@@ -100,10 +111,14 @@ def test_gradients_and_jvp_match_lax(x64):
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
     tx, tw = jnp.cos(x), jnp.sin(w)
-    f = lambda impl: jax.jit(lambda x, w, tx, tw: jax.jvp(
-        lambda x, w: jaxconv.conv(x, w, **kw, implementation=impl), (x, w), (tx, tw))[1])
-    np.testing.assert_allclose(f("fft")(x, w, tx, tw), f("xla")(x, w, tx, tw),
-                               rtol=1e-10, atol=1e-10)
+    f = lambda impl: jax.jit(
+        lambda x, w, tx, tw: jax.jvp(
+            lambda x, w: jaxconv.conv(x, w, **kw, implementation=impl), (x, w), (tx, tw)
+        )[1]
+    )
+    np.testing.assert_allclose(
+        f("fft")(x, w, tx, tw), f("xla")(x, w, tx, tw), rtol=1e-10, atol=1e-10
+    )
 
 
 def test_integer_inputs_and_rank_zero_raise_not_implemented():

@@ -29,9 +29,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxconv._src import dispatch
 from jaxconv._src.spec import ConvSpec, dtype_kind
@@ -59,13 +59,22 @@ def cache_key(spec: ConvSpec, mode: str = "fwd", backend: str | None = None) -> 
     kind = jax.devices(backend)[0].device_kind
     dn = spec.dimension_numbers
     fields = [
-        backend, kind, f"dtype={spec.lhs_dtype}", f"out={spec.out_dtype}",
-        f"lhs={spec.lhs_shape}", f"rhs={spec.rhs_shape}", f"strides={spec.window_strides}",
-        f"pad={spec.padding}", f"lhs_dil={spec.lhs_dilation}",
-        f"rhs_dil={spec.rhs_dilation}", f"dn={tuple(dn.lhs_spec)},{tuple(dn.rhs_spec)},"
-        f"{tuple(dn.out_spec)}", f"G={spec.feature_group_count}",
-        f"B={spec.batch_group_count}", f"precision={spec.precision}",
-        f"boundary={spec.boundary}:{spec.boundary_value}", f"mode={mode}",
+        backend,
+        kind,
+        f"dtype={spec.lhs_dtype}",
+        f"out={spec.out_dtype}",
+        f"lhs={spec.lhs_shape}",
+        f"rhs={spec.rhs_shape}",
+        f"strides={spec.window_strides}",
+        f"pad={spec.padding}",
+        f"lhs_dil={spec.lhs_dilation}",
+        f"rhs_dil={spec.rhs_dilation}",
+        f"dn={tuple(dn.lhs_spec)},{tuple(dn.rhs_spec)},{tuple(dn.out_spec)}",
+        f"G={spec.feature_group_count}",
+        f"B={spec.batch_group_count}",
+        f"precision={spec.precision}",
+        f"boundary={spec.boundary}:{spec.boundary_value}",
+        f"mode={mode}",
     ]
     return "|".join(fields)
 
@@ -111,9 +120,11 @@ def _operands(spec: ConvSpec):
     rng = np.random.default_rng(0)
     dt = jnp.dtype(spec.lhs_dtype)
     if dtype_kind(dt) in "iu":
-        return (jnp.asarray(rng.integers(-3, 4, spec.lhs_shape), dt),
-                jnp.asarray(rng.integers(-3, 4, spec.rhs_shape), dt),
-                jnp.asarray(rng.integers(-3, 4, spec.out_shape), spec.out_dtype))
+        return (
+            jnp.asarray(rng.integers(-3, 4, spec.lhs_shape), dt),
+            jnp.asarray(rng.integers(-3, 4, spec.rhs_shape), dt),
+            jnp.asarray(rng.integers(-3, 4, spec.out_shape), spec.out_dtype),
+        )
     x = rng.standard_normal(spec.lhs_shape)
     w = rng.standard_normal(spec.rhs_shape)
     ct = rng.standard_normal(spec.out_shape)
@@ -134,16 +145,21 @@ def _program(spec: ConvSpec, name: str, mode: str):
     return jax.jit(fb)
 
 
-def measure(spec: ConvSpec, names: Sequence[str], *, mode: str = "fwd", repeats: int = 5,
-            give_up_factor: float = 3.0) -> dict[str, float]:
+def measure(
+    spec: ConvSpec,
+    names: Sequence[str],
+    *,
+    mode: str = "fwd",
+    repeats: int = 5,
+    give_up_factor: float = 3.0,
+) -> dict[str, float]:
     """Median seconds of each implementation in ``names`` for ``spec`` (after one
     warm-up call). A candidate whose warm-up call is ``give_up_factor`` times slower
     than the best median so far is not repeated: its time is that one call."""
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
     if mode == "fwd+bwd" and dtype_kind(spec.lhs_dtype) in "iu":
-        raise ValueError("`mode` 'fwd+bwd' needs floating inputs, got "
-                         f"{spec.lhs_dtype}")
+        raise ValueError(f"`mode` 'fwd+bwd' needs floating inputs, got {spec.lhs_dtype}")
     with jax.ensure_compile_time_eval():  # measure for real even while tracing
         return _measure(spec, names, mode, repeats, give_up_factor)
 
@@ -168,9 +184,15 @@ def _measure(spec, names, mode, repeats, give_up_factor):
     return times
 
 
-def autotune(*args: Any, candidates_: Sequence[str] | None = None, mode: str = "fwd",
-             refresh: bool = False, cache: str | None | bool = None, repeats: int = 5,
-             **kwargs: Any) -> str:
+def autotune(
+    *args: Any,
+    candidates_: Sequence[str] | None = None,
+    mode: str = "fwd",
+    refresh: bool = False,
+    cache: str | None | bool = None,
+    repeats: int = 5,
+    **kwargs: Any,
+) -> str:
     """Name of the fastest implementation for one convolution on this machine.
 
     Call it with a :class:`jaxconv.ConvSpec`, or with the arguments of
@@ -193,18 +215,29 @@ def autotune(*args: Any, candidates_: Sequence[str] | None = None, mode: str = "
         spec = args[0]
     else:
         if len(args) < 2:
-            raise TypeError("autotune() takes a ConvSpec, or lhs, rhs and the keyword "
-                            "arguments of conv_general_dilated")
+            raise TypeError(
+                "autotune() takes a ConvSpec, or lhs, rhs and the keyword "
+                "arguments of conv_general_dilated"
+            )
         lhs, rhs, *rest = args
-        names = ("window_strides", "padding", "lhs_dilation", "rhs_dilation",
-                 "dimension_numbers", "feature_group_count", "batch_group_count",
-                 "precision", "preferred_element_type")
+        names = (
+            "window_strides",
+            "padding",
+            "lhs_dilation",
+            "rhs_dilation",
+            "dimension_numbers",
+            "feature_group_count",
+            "batch_group_count",
+            "precision",
+            "preferred_element_type",
+        )
         kw = dict(zip(names, rest))
         kw.update(kwargs)
         kw.setdefault("window_strides", None)
         kw.setdefault("padding", "VALID")
-        spec = ConvSpec.create(np.shape(lhs), np.shape(rhs), **kw,
-                               lhs_dtype=lhs.dtype, rhs_dtype=rhs.dtype)
+        spec = ConvSpec.create(
+            np.shape(lhs), np.shape(rhs), **kw, lhs_dtype=lhs.dtype, rhs_dtype=rhs.dtype
+        )
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
     key = cache_key(spec, mode)
@@ -223,10 +256,12 @@ def autotune(*args: Any, candidates_: Sequence[str] | None = None, mode: str = "
         times = measure(spec, names, mode=mode, repeats=repeats)
         winner = min(times, key=times.get)
         entry = {
-            "winner": winner, "times_s": times, "mode": mode,
-            "jax": jax.__version__, "spec": str(spec),
-            "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime(
-                "%Y-%m-%d %H:%M"),
+            "winner": winner,
+            "times_s": times,
+            "mode": mode,
+            "jax": jax.__version__,
+            "spec": str(spec),
+            "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
         }
         _MEMORY[key] = entry
         if path is not None:

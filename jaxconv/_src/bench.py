@@ -26,9 +26,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxconv._src import dispatch
@@ -85,9 +85,12 @@ class Layer:
         return ConvSpec.create(
             (self.batch, *self.spatial, self.in_channels),
             (*self.window, self.in_channels // self.groups, self.out_channels),
-            window_strides=self.stride, padding=self.padding,
-            lhs_dilation=self.input_dilation, rhs_dilation=self.dilation,
-            dimension_numbers=default_dimension_numbers(n), feature_group_count=self.groups,
+            window_strides=self.stride,
+            padding=self.padding,
+            lhs_dilation=self.input_dilation,
+            rhs_dilation=self.dilation,
+            dimension_numbers=default_dimension_numbers(n),
+            feature_group_count=self.groups,
             lhs_dtype=dtype,
         )
 
@@ -98,8 +101,10 @@ class Layer:
         n = len(self.spatial)
         eff = [1 + self.dilation * (k - 1) for k in self.window]
         limit = 40 if n == 1 else (10 if n == 2 else 5)
-        spatial = tuple(max(min(s, limit), e if self.padding == "VALID" else 1)
-                        for s, e in zip(self.spatial, eff))
+        spatial = tuple(
+            max(min(s, limit), e if self.padding == "VALID" else 1)
+            for s, e in zip(self.spatial, eff)
+        )
         if self.groups == 1:
             cin, cout, groups = min(self.in_channels, 6), min(self.out_channels, 5), 1
         elif self.groups == self.in_channels:  # depthwise, keep the multiplier
@@ -112,26 +117,41 @@ class Layer:
             cout = 2 * min(self.out_channels // self.groups, 3)
         padding = self.padding
         if not isinstance(padding, str):
-            padding = tuple((min(lo, e - 1), min(hi, e - 1))
-                            for (lo, hi), e in zip(padding, eff))
-        return dataclasses.replace(self, spatial=spatial, in_channels=cin,
-                                   out_channels=cout, groups=groups, batch=1,
-                                   padding=padding)
+            padding = tuple((min(lo, e - 1), min(hi, e - 1)) for (lo, hi), e in zip(padding, eff))
+        return dataclasses.replace(
+            self,
+            spatial=spatial,
+            in_channels=cin,
+            out_channels=cout,
+            groups=groups,
+            batch=1,
+            padding=padding,
+        )
 
 
 def _transposed(suite, name, spatial, cin, cout, k, s, p, **kw) -> Layer:
     """A PyTorch ``ConvTranspose(k, stride=s, padding=p)`` layer as lax writes it: input
     dilation ``s`` and padding ``k - 1 - p`` on both sides."""
-    return Layer(suite, name, spatial, cin, cout, (k,) * len(spatial),
-                 padding=tuple((k - 1 - p, k - 1 - p) for _ in spatial),
-                 input_dilation=s, note=f"ConvTranspose k={k} s={s} p={p}", **kw)
+    return Layer(
+        suite,
+        name,
+        spatial,
+        cin,
+        cout,
+        (k,) * len(spatial),
+        padding=tuple((k - 1 - p, k - 1 - p) for _ in spatial),
+        input_dilation=s,
+        note=f"ConvTranspose k={k} s={s} p={p}",
+        **kw,
+    )
 
 
 def _suites() -> dict[str, list[Layer]]:
     s: dict[str, list[Layer]] = {}
     s["resnet50"] = [
-        Layer("resnet50", "stem_7x7_s2", (224, 224), 3, 64, (7, 7), stride=2,
-              padding=((3, 3), (3, 3))),
+        Layer(
+            "resnet50", "stem_7x7_s2", (224, 224), 3, 64, (7, 7), stride=2, padding=((3, 3), (3, 3))
+        ),
         Layer("resnet50", "s1_1x1_reduce", (56, 56), 256, 64, (1, 1)),
         Layer("resnet50", "s1_3x3", (56, 56), 64, 64, (3, 3)),
         Layer("resnet50", "s1_1x1_expand", (56, 56), 64, 256, (1, 1)),
@@ -151,8 +171,17 @@ def _suites() -> dict[str, list[Layer]]:
         Layer("resnext50", "s3_3x3_g32", (14, 14), 512, 512, (3, 3), groups=32),
     ]
     s["mobilenetv2"] = [
-        Layer("mobilenetv2", "dw_112x96_s2", (112, 112), 96, 96, (3, 3), stride=2,
-              padding=((1, 1), (1, 1)), groups=96),
+        Layer(
+            "mobilenetv2",
+            "dw_112x96_s2",
+            (112, 112),
+            96,
+            96,
+            (3, 3),
+            stride=2,
+            padding=((1, 1), (1, 1)),
+            groups=96,
+        ),
         Layer("mobilenetv2", "dw_56x144", (56, 56), 144, 144, (3, 3), groups=144),
         Layer("mobilenetv2", "dw_28x192", (28, 28), 192, 192, (3, 3), groups=192),
         Layer("mobilenetv2", "dw_14x576", (14, 14), 576, 576, (3, 3), groups=576),
@@ -172,16 +201,24 @@ def _suites() -> dict[str, list[Layer]]:
         _transposed("transposed", "melgan_1d_k8_s4", (2048,), 128, 64, 8, 4, 2),
     ]
     s["wavenet"] = [
-        Layer("wavenet", f"causal_k2_d{d}", (16000,), 64, 64, (2,), dilation=d,
-              padding="CAUSAL") for d in (1, 32, 512)
+        Layer("wavenet", f"causal_k2_d{d}", (16000,), 64, 64, (2,), dilation=d, padding="CAUSAL")
+        for d in (1, 32, 512)
     ]
     s["c3d"] = [
-        Layer("c3d", "conv1_3x3x3", (16, 112, 112), 3, 64, (3, 3, 3)),
+        Layer(
+            "c3d",
+            "conv1_3x3x3",
+            (8, 112, 112),
+            3,
+            64,
+            (3, 3, 3),
+            note="C3D conv1 at 112x112 on an 8-frame clip (16 in the model) to keep the "
+            "suite short",
+        ),
         Layer("c3d", "conv5a_3x3x3", (2, 7, 7), 512, 512, (3, 3, 3)),
     ]
     s["large_kernel"] = [
-        Layer("large_kernel", "replknet_dw31_14x512", (14, 14), 512, 512, (31, 31),
-              groups=512),
+        Layer("large_kernel", "replknet_dw31_14x512", (14, 14), 512, 512, (31, 31), groups=512),
         Layer("large_kernel", "dense31_16x32", (16, 16), 32, 32, (31, 31)),
     ]
     return s
@@ -289,12 +326,12 @@ def _memory(compiled) -> dict[str, int | None]:
     outs = int(getattr(m, "output_size_in_bytes", 0) or 0)
     alias = int(getattr(m, "alias_size_in_bytes", 0) or 0)
     peak = getattr(m, "peak_memory_in_bytes", None)
-    return {"peak_bytes": int(peak) if peak else temp + args + outs - alias,
-            "temp_bytes": temp}
+    return {"peak_bytes": int(peak) if peak else temp + args + outs - alias, "temp_bytes": temp}
 
 
-def _time_calls(call: Callable[[], Any], *, repeats: int, min_time: float,
-                max_time: float) -> tuple[float, int]:
+def _time_calls(
+    call: Callable[[], Any], *, repeats: int, min_time: float, max_time: float
+) -> tuple[float, int]:
     """Median wall time of ``call`` after one warm-up call. Runs at least ``repeats``
     times unless a single call is so slow that ``max_time`` would be exceeded (then
     once), and more (up to 50) while the total stays under ``min_time``."""
@@ -358,14 +395,16 @@ def torch_function(layer: Layer, spec: ConvSpec, mode: str, dtype: str):
         p = k - 1 - layer.padding[0][0]
         tconv = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[n]
         # transposed weight (I, O, *win)
-        wt = torch.from_numpy(np.ascontiguousarray(
-            np.transpose(w, (n, n + 1) + tuple(range(n))))).to(tdt)
+        wt = torch.from_numpy(
+            np.ascontiguousarray(np.transpose(w, (n, n + 1) + tuple(range(n))))
+        ).to(tdt)
 
         def run(a, b):
             return tconv(a, b, stride=layer.input_dilation, padding=p)
     else:
-        wt = torch.from_numpy(np.ascontiguousarray(
-            np.transpose(w, (n + 1, n) + tuple(range(n))))).to(tdt)
+        wt = torch.from_numpy(
+            np.ascontiguousarray(np.transpose(w, (n + 1, n) + tuple(range(n))))
+        ).to(tdt)
         if isinstance(layer.padding, str):
             pads = spec.padding
         else:
@@ -376,21 +415,29 @@ def torch_function(layer: Layer, spec: ConvSpec, mode: str, dtype: str):
             if not sym:
                 flat = [v for lo, hi in reversed(pads) for v in (lo, hi)]
                 a = F.pad(a, flat)
-                return conv(a, b, stride=layer.stride, dilation=layer.dilation,
-                            groups=layer.groups)
-            return conv(a, b, stride=layer.stride, padding=[lo for lo, _ in pads],
-                        dilation=layer.dilation, groups=layer.groups)
+                return conv(a, b, stride=layer.stride, dilation=layer.dilation, groups=layer.groups)
+            return conv(
+                a,
+                b,
+                stride=layer.stride,
+                padding=[lo for lo, _ in pads],
+                dilation=layer.dilation,
+                groups=layer.groups,
+            )
 
     with torch.no_grad():
         out_shape = tuple(run(xt, wt).shape)
     want = (spec.out_shape[0], spec.out_shape[-1]) + tuple(spec.out_shape[1:-1])
     if out_shape != want:
-        raise AssertionError(f"torch baseline for {layer.key} has shape {out_shape}, "
-                             f"expected {want}")
+        raise AssertionError(
+            f"torch baseline for {layer.key} has shape {out_shape}, expected {want}"
+        )
     if mode == "fwd":
+
         def call():
             with torch.no_grad():
                 return run(xt, wt)
+
         return call
     ctt = torch.from_numpy(np.moveaxis(ct, -1, 1).copy()).to(tdt)
     xg = xt.detach().requires_grad_(True)
@@ -402,6 +449,7 @@ def torch_function(layer: Layer, spec: ConvSpec, mode: str, dtype: str):
         y = run(xg, wg)
         y.backward(ctt)
         return y
+
     return call_fb
 
 
@@ -487,14 +535,21 @@ def plan(options: Options) -> list[tuple[Layer, str, str, str]]:
     return rows
 
 
-def _measure_row(layer: Layer, dtype: str, mode: str, name: str, options: Options,
-                 cache: dict) -> dict[str, Any]:
+def _measure_row(
+    layer: Layer, dtype: str, mode: str, name: str, options: Options, cache: dict
+) -> dict[str, Any]:
     spec = layer.spec(dtype)
     cost = spec.cost()
     flops = cost["flops"] * (1 if mode == "fwd" else 3)
     row: dict[str, Any] = {
-        "suite": layer.suite, "layer": layer.name, "kind": layer.kind, "dtype": dtype,
-        "mode": mode, "impl": name, "spec": str(spec), "gflop": flops / 1e9,
+        "suite": layer.suite,
+        "layer": layer.name,
+        "kind": layer.kind,
+        "dtype": dtype,
+        "mode": mode,
+        "impl": name,
+        "spec": str(spec),
+        "gflop": flops / 1e9,
         "note": layer.note,
     }
     x, w, ct = _operands(spec)
@@ -503,8 +558,9 @@ def _measure_row(layer: Layer, dtype: str, mode: str, name: str, options: Option
         if call is None:
             row["error"] = "not expressible in PyTorch"
             return row
-        t, n = _time_calls(call, repeats=options.repeats, min_time=options.min_time,
-                           max_time=options.max_time)
+        t, n = _time_calls(
+            call, repeats=options.repeats, min_time=options.min_time, max_time=options.max_time
+        )
         row.update(time_s=t, repeats=n, compile_s=None, peak_bytes=None, temp_bytes=None)
         return row
     f = mode_function(conv_function(spec, name), mode)
@@ -516,8 +572,12 @@ def _measure_row(layer: Layer, dtype: str, mode: str, name: str, options: Option
         return row
     row["compile_s"] = time.perf_counter() - t0
     row.update(_memory(compiled))
-    t, n = _time_calls(lambda: compiled(x, w, ct), repeats=options.repeats,
-                       min_time=options.min_time, max_time=options.max_time)
+    t, n = _time_calls(
+        lambda: compiled(x, w, ct),
+        repeats=options.repeats,
+        min_time=options.min_time,
+        max_time=options.max_time,
+    )
     row.update(time_s=t, repeats=n)
     if options.check:
         out = compiled(x, w, ct)
@@ -538,7 +598,7 @@ def _derive(rows: list[dict], matmul: dict[str, float]) -> None:
     by_key: dict[tuple, dict[str, dict]] = {}
     for r in rows:
         by_key.setdefault((r["suite"], r["layer"], r["dtype"], r["mode"]), {})[r["impl"]] = r
-    for key, group in by_key.items():
+    for group in by_key.values():
         base = group.get("lax", {}).get("time_s")
         ref_torch = group.get("torch", {}).get("time_s")
         for r in group.values():
@@ -551,12 +611,14 @@ def _derive(rows: list[dict], matmul: dict[str, float]) -> None:
             r["speedup_vs_lax"] = base / t if base else None
             r["speedup_vs_torch"] = ref_torch / t if ref_torch else None
             lax_peak = group.get("lax", {}).get("peak_bytes")
-            r["peak_vs_lax"] = (r["peak_bytes"] / lax_peak
-                                if r.get("peak_bytes") and lax_peak else None)
+            r["peak_vs_lax"] = (
+                r["peak_bytes"] / lax_peak if r.get("peak_bytes") and lax_peak else None
+            )
 
 
-def auto_rows(rows: list[dict], layer_specs: dict[tuple, ConvSpec],
-              backend: str | None = None) -> list[dict]:
+def auto_rows(
+    rows: list[dict], layer_specs: dict[tuple, ConvSpec], backend: str | None = None
+) -> list[dict]:
     """One ``auto`` row per (layer, dtype, mode): the timing of the implementation that
     ``implementation=None`` selects for that spec (the automatic choice runs exactly
     that compiled program)."""
@@ -586,8 +648,7 @@ def run(options: Options, progress: bool = True) -> dict[str, Any]:
     backend = jax.default_backend()
     dtypes = list(options.dtypes or native_dtypes(backend))
     todo = plan(options)
-    matmul = {dt: measure_matmul_rate(dt, size=512 if options.tiny else 2048)
-              for dt in dtypes}
+    matmul = {dt: measure_matmul_rate(dt, size=512 if options.tiny else 2048) for dt in dtypes}
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -609,8 +670,11 @@ def run(options: Options, progress: bool = True) -> dict[str, Any]:
             bar.close()
     rows.extend(auto_rows(rows, specs, backend))
     _derive(rows, matmul)
-    return {"machine": machine_info(matmul), "options": _jsonable(dataclasses.asdict(options)),
-            "rows": rows}
+    return {
+        "machine": machine_info(matmul),
+        "options": _jsonable(dataclasses.asdict(options)),
+        "rows": rows,
+    }
 
 
 def _jsonable(value):
@@ -641,28 +705,45 @@ def markdown(result: dict[str, Any]) -> str:
     lines.append(
         f"{m['date_utc']} UTC, backend `{m['backend']}` ({m['device_kind']}, "
         f"{m['cpu_count']} CPU threads), jax {m['jax']}, jaxlib {m['jaxlib']}, "
-        f"jaxconv {m['jaxconv']}" + (f", torch {m['torch']}" if m.get("torch") else "")
-        + ".")
+        f"jaxconv {m['jaxconv']}" + (f", torch {m['torch']}" if m.get("torch") else "") + "."
+    )
     rates = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in m["matmul_gflops"].items())
-    lines += [f"Measured matmul rate (2048x2048, same run): {rates}.", "",
-              "Times are medians after warm-up; `x lax` / `x torch` are speedups "
-              "(>1 is faster than the baseline); `peak` is the compiled program's "
-              "memory analysis; `auto` is the implementation `implementation=None` "
-              "picks. `fwd+bwd` is the output and both gradients; its GFLOP count is 3x the "
-              "forward's. Transposed layers count the zeros of the input dilation, as "
-              "lax computes them.", ""]
+    lines += [
+        f"Measured matmul rate (2048x2048, same run): {rates}.",
+        "",
+        "Times are medians after warm-up; `x lax` / `x torch` are speedups "
+        "(>1 is faster than the baseline); `peak` is the compiled program's "
+        "memory analysis; `auto` is the implementation `implementation=None` "
+        "picks. `fwd+bwd` is the output and both gradients; its GFLOP count is 3x the "
+        "forward's. Transposed layers count the zeros of the input dilation, as "
+        "lax computes them.",
+        "",
+    ]
+    lines += [
+        "## Summary",
+        "",
+        targets_markdown(result),
+        "## Automatic choice",
+        "",
+        auto_choice_markdown(result),
+    ]
     rows = result["rows"]
     for suite in dict.fromkeys(r["suite"] for r in rows):
-        lines += [f"## {suite}", "",
-                  "| layer | mode | impl | ms | compile s | GFLOP/s | % matmul | peak MB | "
-                  "x lax | x torch | ok |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|:-:|"]
+        lines += [
+            f"## {suite}",
+            "",
+            "| layer | mode | impl | ms | compile s | GFLOP/s | % matmul | peak MB | "
+            "x lax | x torch | ok |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|:-:|",
+        ]
         for r in rows:
             if r["suite"] != suite:
                 continue
             if "time_s" not in r:
-                lines.append(f"| {r['layer']} | {r['mode']} | {r['impl']} | "
-                             f"{r.get('error', 'n/a')[:60]} | | | | | | | |")
+                lines.append(
+                    f"| {r['layer']} | {r['mode']} | {r['impl']} | "
+                    f"{r.get('error', 'n/a')[:60]} | | | | | | | |"
+                )
                 continue
             impl = r["impl"] + (f" ({r['auto_choice']})" if r.get("auto_choice") else "")
             frac = r.get("matmul_fraction")
@@ -672,7 +753,8 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{_fmt(r.get('compile_s'))} | {_fmt(r.get('gflops'), '.1f')} | "
                 f"{_fmt(frac * 100 if frac is not None else None, '.0f')} | "
                 f"{_fmt(r['peak_bytes'] / 2**20 if r.get('peak_bytes') else None, '.1f')} | "
-                f"{_fmt(r.get('speedup_vs_lax'))} | {_fmt(r.get('speedup_vs_torch'))} | {ok} |")
+                f"{_fmt(r.get('speedup_vs_lax'))} | {_fmt(r.get('speedup_vs_torch'))} | {ok} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -693,15 +775,22 @@ def chart(result: dict[str, Any], path: str) -> bool:
         return False
     impls = list(dict.fromkeys(r["impl"] for r in rows))
     labels = list(dict.fromkeys(f"{r['suite']}/{r['layer']}" for r in rows))
-    fig, axes = plt.subplots(len(modes), 1, figsize=(max(10, 0.45 * len(labels)),
-                                                     4.5 * len(modes)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(modes), 1, figsize=(max(10, 0.45 * len(labels)), 4.5 * len(modes)), squeeze=False
+    )
     width = 0.8 / max(1, len(impls))
     for ax, mode in zip(axes[:, 0], modes):
         for k, impl in enumerate(impls):
-            vals = {f"{r['suite']}/{r['layer']}": r["speedup_vs_lax"] for r in rows
-                    if r["mode"] == mode and r["impl"] == impl}
-            xs = [i + (k - len(impls) / 2) * width + width / 2 for i, lb in enumerate(labels)
-                  if lb in vals]
+            vals = {
+                f"{r['suite']}/{r['layer']}": r["speedup_vs_lax"]
+                for r in rows
+                if r["mode"] == mode and r["impl"] == impl
+            }
+            xs = [
+                i + (k - len(impls) / 2) * width + width / 2
+                for i, lb in enumerate(labels)
+                if lb in vals
+            ]
             ax.bar(xs, [vals[lb] for lb in labels if lb in vals], width, label=impl)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_yscale("log")
@@ -711,8 +800,10 @@ def chart(result: dict[str, Any], path: str) -> bool:
         ax.legend(fontsize=7, ncol=len(impls))
         ax.grid(axis="y", which="both", alpha=0.3)
     m = result["machine"]
-    fig.suptitle(f"jaxconv vs lax on {m['backend']} ({m['device_kind']}, "
-                 f"{m['cpu_count']} threads), jax {m['jax']}")
+    fig.suptitle(
+        f"jaxconv vs lax on {m['backend']} ({m['device_kind']}, "
+        f"{m['cpu_count']} threads), jax {m['jax']}"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -722,13 +813,104 @@ def chart(result: dict[str, Any], path: str) -> bool:
 def write(result: dict[str, Any], out_dir: str, name: str) -> dict[str, str]:
     """Write ``<name>.json``, ``<name>.md`` and (with matplotlib) ``<name>.png``."""
     os.makedirs(out_dir, exist_ok=True)
-    paths = {"json": os.path.join(out_dir, f"{name}.json"),
-             "md": os.path.join(out_dir, f"{name}.md")}
+    paths = {
+        "json": os.path.join(out_dir, f"{name}.json"),
+        "md": os.path.join(out_dir, f"{name}.md"),
+    }
     with open(paths["json"], "w") as fh:
         json.dump(_jsonable(result), fh, indent=1)
     with open(paths["md"], "w") as fh:
         fh.write(markdown(result))
+    paths["auto_choice"] = os.path.join(out_dir, "auto_choice.md")
+    with open(paths["auto_choice"], "w") as fh:
+        fh.write(
+            "# The automatic choice (`implementation=None`), measured\n\n"
+            f"From `{name}.json` ({result['machine']['backend']}, "
+            f"{result['machine']['date_utc']} UTC); the rule is "
+            "`jaxconv._src.dispatch.auto_order`.\n\n" + auto_choice_markdown(result)
+        )
     png = os.path.join(out_dir, f"{name}.png")
     if chart(result, png):
         paths["png"] = png
     return paths
+
+
+# --------------------------------------------------------------------------------------
+# Summaries computed from a result: the automatic choice's table and the targets
+# --------------------------------------------------------------------------------------
+
+#: Implementations that are not this library's own (baselines and the auto alias).
+BASELINES = ("lax", "torch", "auto")
+
+
+def _geomean(values: Iterable[float]) -> float | None:
+    vals = [v for v in values if v]
+    return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else None
+
+
+def _groups(rows: list[dict]) -> dict[tuple, dict[str, dict]]:
+    out: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        if "time_s" in r:
+            key = (r["suite"], r["layer"], r["dtype"], r["mode"])
+            out.setdefault(key, {})[r["impl"]] = r
+    return out
+
+
+def auto_choice_markdown(result: dict[str, Any]) -> str:
+    """The automatic choice per layer (what ``implementation=None`` runs), with its
+    measured speedup over lax and PyTorch in both modes: the docs' table."""
+    groups = _groups(result["rows"])
+    lines = [
+        "| suite | layer | kind | auto choice | fwd x lax | fwd+bwd x lax | fwd x torch | "
+        "fwd+bwd x torch |",
+        "|---|---|---|---|---:|---:|---:|---:|",
+    ]
+    layers_seen = dict.fromkeys((k[0], k[1], k[2]) for k in groups)
+    for suite, layer, dtype in layers_seen:
+        fwd = groups.get((suite, layer, dtype, "fwd"), {}).get("auto", {})
+        fb = groups.get((suite, layer, dtype, "fwd+bwd"), {}).get("auto", {})
+        ref = fwd or fb
+        if not ref:
+            continue
+        lines.append(
+            f"| {suite} | {layer} | {ref['kind']} | `{ref['auto_choice']}` | "
+            f"{_fmt(fwd.get('speedup_vs_lax'))} | {_fmt(fb.get('speedup_vs_lax'))} | "
+            f"{_fmt(fwd.get('speedup_vs_torch'))} | {_fmt(fb.get('speedup_vs_torch'))} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def targets_markdown(result: dict[str, Any]) -> str:
+    """Per layer kind and mode: the geometric mean and the minimum, over layers, of the
+    best own implementation's speedup over lax and PyTorch; the automatic choice's
+    worst ratio to lax; and the worst peak memory of any own implementation
+    relative to lax's."""
+    groups = _groups(result["rows"])
+    stats: dict[tuple, dict[str, list]] = {}
+    for (suite, _layer, _dtype, mode), g in groups.items():
+        own = {k: r for k, r in g.items() if k not in BASELINES}
+        if not own:
+            continue
+        best = min(own.values(), key=lambda r: r["time_s"])
+        kind = best["kind"] if suite != "large_kernel" else "large kernel"
+        s = stats.setdefault((kind, mode), {"lax": [], "torch": [], "auto": [], "mem": []})
+        s["lax"].append(best.get("speedup_vs_lax"))
+        s["torch"].append(best.get("speedup_vs_torch"))
+        if "auto" in g and g["auto"].get("speedup_vs_lax"):
+            s["auto"].append(g["auto"]["speedup_vs_lax"])
+        s["mem"].extend(r.get("peak_vs_lax") for r in own.values() if r.get("peak_vs_lax"))
+    lines = [
+        "| kind | mode | best own x lax (geomean / min) | best own x torch (geomean / min) "
+        "| auto x lax (min) | own peak memory / lax (max) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for (kind, mode), s in sorted(stats.items()):
+        lax_v = [v for v in s["lax"] if v]
+        torch_v = [v for v in s["torch"] if v]
+        lines.append(
+            f"| {kind} | {mode} | {_fmt(_geomean(lax_v))} / {_fmt(min(lax_v, default=None))} | "
+            f"{_fmt(_geomean(torch_v))} / {_fmt(min(torch_v, default=None))} | "
+            f"{_fmt(min(s['auto'], default=None))} | {_fmt(max(s['mem'], default=None))} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -73,26 +73,23 @@ def backend() -> str:
     return jax.default_backend()
 
 
-#: Windows with at least this many taps go to ``"fft"`` on the CPU (RepLKNet 31x31:
-#: 20-45x faster than lax; ConvNeXt 7x7 depthwise stays with ``"taps"``).
-FFT_MIN_TAPS = 121
-
-
 def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
     """The automatic choice: the implementations tried, in order, for ``spec``.
 
-    The rule comes from the CPU benchmarks in ``benchmarks/results/`` (table in
-    ``benchmarks/results/auto_choice.md`` and the README):
+    The rule comes from the CPU benchmarks in ``benchmarks/results/`` (the table is
+    ``benchmarks/results/auto_choice.md``, also in the README). On the CPU:
 
-    ============================================  ===========================
-    spec (CPU)                                    order
-    ============================================  ===========================
-    window of >= 121 taps (11x11 and up), float   ``fft``, ``xla``
-    feature or batch groups (depthwise, grouped)  ``taps``, ``xla``
-    everything else (dense, transposed, 1-D)      ``xla``
-    ============================================  ===========================
+    * a window of at least 121 taps (11x11 and up): ``fft`` (RepLKNet's 31x31: 20-45x
+      lax), then ``xla`` (integer inputs, which fft does not take);
+    * feature groups of at most 8 input channels each (depthwise, ResNeXt stages 1-2):
+      ``taps`` (fused multiply-adds: 3-40x lax forward, 5-80x forward+backward);
+    * input-dilated (transposed) convolutions, and groups of more than 8 channels:
+      ``xla_taps_grad`` (lax's forward, which is fast there, with taps' gradients,
+      4-80x faster than lax's);
+    * 1x1 (pointwise) convolutions: ``xla_taps_grad`` (the same forward; the kernel
+      gradient is one matmul, 1.3-2x faster than lax's);
+    * everything else (dense, 1-D dilated, batch groups): ``xla``.
 
-    Integer inputs skip ``fft`` (it does not support them) and land on the next entry.
     On GPU and TPU, ``xla`` (cuDNN / the TPU convolution emitter) is the default.
     """
     import math
@@ -100,10 +97,15 @@ def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
     platform = platform or backend()
     if platform != "cpu":
         return ["xla"]
-    if math.prod(spec.window) >= FFT_MIN_TAPS:
+    if math.prod(spec.window) >= 121:
         return ["fft", "xla"]
-    if spec.feature_group_count > 1 or spec.batch_group_count > 1:
+    if spec.feature_group_count > 1 and spec.rhs_in_features <= 8:
         return ["taps", "xla"]
+    if spec.feature_group_count > 1 or any(d > 1 for d in spec.lhs_dilation):
+        return ["xla_taps_grad", "xla"]
+    if math.prod(spec.window) == 1 and spec.batch_group_count == 1:
+        # 1x1 (pointwise): the kernel gradient is one matmul, 1.3-2x faster than lax's
+        return ["xla_taps_grad", "xla"]
     return ["xla"]
 
 
@@ -168,6 +170,7 @@ def _register_builtins() -> None:
 
     for mod in (xla, im2col, taps, fft):
         register(Implementation(mod.NAME, mod.conv, mod.supports))
+    register(Implementation(taps.XLA_TAPS_GRAD, taps.xla_taps_grad_conv, taps.supports))
     from jaxconv._src import autotune
 
     register(Implementation(autotune.NAME, autotune.conv, autotune.supports))

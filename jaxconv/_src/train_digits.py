@@ -62,8 +62,10 @@ class TrainConfig:
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"`{name}` must be an int >= 1, got {v!r}")
         if self.devices is not None and (self.devices < 1 or self.batch_size % self.devices):
-            raise ValueError(f"`devices` must be >= 1 and divide `batch_size` "
-                             f"(={self.batch_size}), got {self.devices!r}")
+            raise ValueError(
+                f"`devices` must be >= 1 and divide `batch_size` "
+                f"(={self.batch_size}), got {self.devices!r}"
+            )
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ValueError(
                 f"`steps_per_epoch` must be >= 1 or None, got {self.steps_per_epoch!r}"

@@ -24,8 +24,8 @@ the benchmarked layers (``tests/test_fft.py``).
 
 from __future__ import annotations
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxconv._src.impl import window as W
@@ -37,8 +37,10 @@ NAME = "fft"
 def supports(spec: ConvSpec) -> str | None:
     kind = dtype_kind(spec.lhs_dtype)
     if kind in "iu":
-        return (f"fft computes in floating point; integer inputs ({spec.lhs_dtype}) would "
-                "not give exact integer results")
+        return (
+            f"fft computes in floating point; integer inputs ({spec.lhs_dtype}) would "
+            "not give exact integer results"
+        )
     if spec.nspatial == 0:
         return "fft needs at least one spatial axis to transform"
     return None
@@ -61,7 +63,7 @@ def conv(lhs, rhs, spec: ConvSpec):
     complex_input = dtype_kind(cdt) == "c"
     x, w = W.to_channels_last(lhs, rhs, spec)
     xp = W.dilate_and_pad(x.astype(cdt), spec)  # (N, *P, C)
-    P = xp.shape[1:1 + n]
+    P = xp.shape[1 : 1 + n]
     K = spec.effective_window
     # dilated, reversed kernel (*K, I, O), zero-padded to P on every spatial axis
     w = w.astype(cdt)

@@ -38,13 +38,20 @@ def patches(xp, spec: ConvSpec, rows: slice | None = None):
     n = spec.nspatial
     x = xp
     for i in range(n):
-        idx = _window_indices(spec.out_spatial[i], spec.window[i], spec.window_strides[i],
-                              spec.rhs_dilation[i])
+        idx = _window_indices(
+            spec.out_spatial[i], spec.window[i], spec.window_strides[i], spec.rhs_dilation[i]
+        )
         if i == 0 and rows is not None:
             idx = idx[rows]
         # axis of spatial i after i earlier axes each became (out, k): 1 + 2 * i
-        x = jnp.take(x, jnp.asarray(idx), axis=1 + 2 * i, mode="clip",
-                     unique_indices=False, indices_are_sorted=True)
+        x = jnp.take(
+            x,
+            jnp.asarray(idx),
+            axis=1 + 2 * i,
+            mode="clip",
+            unique_indices=False,
+            indices_are_sorted=True,
+        )
     # (N, o1, k1, o2, k2, ..., C) -> (N, o1, ..., on, k1, ..., kn, C)
     perm = (0,) + tuple(1 + 2 * i for i in range(n)) + tuple(2 + 2 * i for i in range(n))
     return jnp.transpose(x, perm + (2 * n + 1,))
@@ -60,8 +67,7 @@ def conv(lhs, rhs, spec: ConvSpec):
     wk = W.split_groups_rhs(w.reshape((K,) + w.shape[n:]), spec)  # (K, I, G, B, O')
 
     out = spec.out_spatial
-    row_bytes = (x.shape[0] * math.prod(out[1:]) * K * x.shape[-1] * x.dtype.itemsize
-                 if n else 0)
+    row_bytes = x.shape[0] * math.prod(out[1:]) * K * x.shape[-1] * x.dtype.itemsize if n else 0
     rows_per_chunk = max(1, MAX_PATCH_BYTES // max(row_bytes, 1)) if n else 1
     chunks = []
     starts = range(0, out[0], rows_per_chunk) if n else [None]
@@ -71,8 +77,13 @@ def conv(lhs, rhs, spec: ConvSpec):
         lead = p.shape[: 1 + n]
         p = p.reshape(lead + (K,) + p.shape[-1:])
         p = W.split_groups_lhs(p, spec)  # (B, N', *o, K, G, I)
-        y = jnp.einsum("bn...kgi,kigbo->n...gbo", p, wk,
-                       precision=spec.precision, preferred_element_type=acc_dtype)
+        y = jnp.einsum(
+            "bn...kgi,kigbo->n...gbo",
+            p,
+            wk,
+            precision=spec.precision,
+            preferred_element_type=acc_dtype,
+        )
         chunks.append(W.merge_groups_out(y))
     y = chunks[0] if len(chunks) == 1 else jnp.concatenate(chunks, axis=1)
     return W.from_channels_last(y.astype(spec.out_dtype), spec)

@@ -26,14 +26,12 @@ so jvp, jacfwd, jacrev, hessian and gradients of gradients all run here.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax._src import dispatch as jax_dispatch
 from jax.extend import core
 from jax.interpreters import ad, batching, mlir
 
@@ -57,9 +55,11 @@ def tap_slice(xp, start, spec: ConvSpec):
     """The ``(N, *out, C)`` slice of padded input ``xp`` that one tap reads."""
     out = spec.out_spatial
     starts = (0,) + tuple(start) + (0,)
-    limits = (xp.shape[0],) + tuple(
-        s + (o - 1) * st + 1 for s, o, st in zip(start, out, spec.window_strides)
-    ) + (xp.shape[-1],)
+    limits = (
+        (xp.shape[0],)
+        + tuple(s + (o - 1) * st + 1 for s, o, st in zip(start, out, spec.window_strides))
+        + (xp.shape[-1],)
+    )
     strides = (1,) + tuple(spec.window_strides) + (1,)
     return lax.slice(xp, starts, limits, strides)
 
@@ -72,8 +72,11 @@ def _taps(spec: ConvSpec):
 def uses_broadcast_form(spec: ConvSpec) -> bool:
     """True when each tap is computed by broadcast multiply-adds (few channels per
     group, feature groups only) rather than by a dot."""
-    return (spec.batch_group_count == 1 and spec.feature_group_count > 1
-            and spec.rhs_in_features <= MAX_BROADCAST_CHANNELS)
+    return (
+        spec.batch_group_count == 1
+        and spec.feature_group_count > 1
+        and spec.rhs_in_features <= MAX_BROADCAST_CHANNELS
+    )
 
 
 def forward(lhs, rhs, spec: ConvSpec):
@@ -95,8 +98,13 @@ def forward(lhs, rhs, spec: ConvSpec):
                 part = xs[..., i, :] * wt[i]  # (N', *out, G, O')
                 acc = part if acc is None else acc + part
         else:
-            part = jnp.einsum("bn...gi,igbo->n...gbo", xs, w[tap],
-                              precision=spec.precision, preferred_element_type=acc_dtype)
+            part = jnp.einsum(
+                "bn...gi,igbo->n...gbo",
+                xs,
+                w[tap],
+                precision=spec.precision,
+                preferred_element_type=acc_dtype,
+            )
             acc = part if acc is None else acc + part
     if broadcast:
         acc = acc.reshape(acc.shape[:-2] + (G, 1, Og))
@@ -132,8 +140,11 @@ def uses_fft_kernel_grad(spec: ConvSpec) -> bool:
     from jaxconv._src.impl import fft
 
     tspec = autodiff.transpose_rhs_spec(spec)
-    return (math.prod(spec.window) >= FFT_KERNEL_GRAD_TAPS
-            and all(s == 1 for s in spec.window_strides) and fft.supports(tspec) is None)
+    return (
+        math.prod(spec.window) >= FFT_KERNEL_GRAD_TAPS
+        and all(s == 1 for s in spec.window_strides)
+        and fft.supports(tspec) is None
+    )
 
 
 def kernel_grad(lhs, g, spec: ConvSpec):
@@ -156,79 +167,125 @@ def kernel_grad(lhs, g, spec: ConvSpec):
     n = spec.nspatial
     gg = gc.reshape(gc.shape[:-1] + (G, B, Og))  # (N', *out, G, B, O')
     rows = math.prod(gc.shape[: 1 + n])
-    acc_dtype = W.accumulation_dtype(spec.replace(lhs_dtype=np.dtype(g.dtype),
-                                                  preferred_element_type=None))
+    acc_dtype = W.accumulation_dtype(
+        spec.replace(lhs_dtype=np.dtype(g.dtype), preferred_element_type=None)
+    )
     parts = []
     for _tap, start in _taps(spec):
         xs = W.split_groups_lhs(tap_slice(xp, start, spec), spec)  # (B, N', *out, G, I)
-        if B == 1 and I * Og <= MAX_BROADCAST_CHANNELS ** 2 and G > 1:
+        if B == 1 and I == 1 and G > 1:
+            # depthwise: one fused multiply-reduce over batch and positions per tap
+            # (37 ms for MobileNetV2's 8x56x56x144, against 67 ms for the batched
+            # dot below and 58 ms through the FFT; NOTES.md section 2)
+            prod = xs[0].astype(acc_dtype) * gg[..., 0, :].astype(acc_dtype)  # (N',*o,G,O')
+            d = jnp.sum(prod, axis=tuple(range(1 + n)))  # (G, O')
+            parts.append(d[None, :, None, :])  # (I=1, G, 1, O')
+        elif B == 1 and I * Og <= MAX_BROADCAST_CHANNELS**2 and G > 1:
             # per-group outer products over the rows, summed over the row-batch axis
             # last: a batched dot over (out-columns, G) reads both operands once.
             last = gc.shape[n] if n else 1
             xr = xs[0].reshape((rows // last, last, G, I))
             gr = gg[..., 0, :].reshape((rows // last, last, G, Og))
-            d = jnp.einsum("rwgi,rwgo->wgio", xr, gr, precision=spec.precision,
-                           preferred_element_type=acc_dtype).sum(0)  # (G, I, O')
+            d = jnp.einsum(
+                "rwgi,rwgo->wgio",
+                xr,
+                gr,
+                precision=spec.precision,
+                preferred_element_type=acc_dtype,
+            ).sum(0)  # (G, I, O')
             parts.append(jnp.transpose(d, (1, 0, 2))[:, :, None, :])  # (I, G, 1, O')
         else:
-            parts.append(jnp.einsum("bn...gi,n...gbo->igbo", xs, gg, precision=spec.precision,
-                                    preferred_element_type=acc_dtype))
+            parts.append(
+                jnp.einsum(
+                    "bn...gi,n...gbo->igbo",
+                    xs,
+                    gg,
+                    precision=spec.precision,
+                    preferred_element_type=acc_dtype,
+                )
+            )
     dw = jnp.stack(parts).reshape(spec.window + (I, G * B * Og))
     return _from_channels_last_rhs(dw, spec).astype(spec.rhs_dtype)
 
 
-def _batched(args, dims, spec: ConvSpec):
-    """vmap rule: the forward computation vmapped (its gradients then come from plain
-    autodiff of the vmapped slices, which is correct, only slower)."""
-    lhs, rhs = args
-    d_lhs, d_rhs = dims
-    out = jax.vmap(lambda a, b: forward(a, b, spec),
-                   in_axes=(d_lhs, d_rhs))(lhs, rhs)
-    return out, 0
+def _xla_forward(lhs, rhs, spec: ConvSpec):
+    return lax.conv_general_dilated(lhs, rhs, **spec.lax_kwargs())
 
 
-def _jvp(primals, tangents, *, spec: ConvSpec):
-    lhs, rhs = primals
-    t_lhs, t_rhs = tangents
-    y = conv_p.bind(lhs, rhs, spec=spec)
-    out = None
-    if type(t_lhs) is not ad.Zero:
-        out = conv_p.bind(t_lhs, rhs, spec=spec)
-    if type(t_rhs) is not ad.Zero:
-        part = conv_p.bind(lhs, t_rhs, spec=spec)
-        out = part if out is None else out + part
-    if out is None:
-        out = ad.Zero.from_primal_value(y)
-    return y, out
+def bilinear_primitive(name: str, forward_fn):
+    """A primitive computing ``forward_fn(lhs, rhs, spec)``, bilinear in (lhs, rhs): its
+    JVP is itself on the tangents; its transposes are the input gradient (itself on
+    the transposed spec of :mod:`jaxconv._src.autodiff`) and :func:`kernel_grad`. So
+    jvp, grad, jacfwd, jacrev, hessian and gradients of gradients all run on it.
+    Returns ``conv(lhs, rhs, spec)``."""
+    prim = core.Primitive(name)
+
+    def conv_fn(lhs, rhs, spec: ConvSpec):
+        return prim.bind(lhs, rhs, spec=spec)
+
+    def jvp(primals, tangents, *, spec: ConvSpec):
+        lhs, rhs = primals
+        t_lhs, t_rhs = tangents
+        y = prim.bind(lhs, rhs, spec=spec)
+        out = None
+        if type(t_lhs) is not ad.Zero:
+            out = prim.bind(t_lhs, rhs, spec=spec)
+        if type(t_rhs) is not ad.Zero:
+            part = prim.bind(lhs, t_rhs, spec=spec)
+            out = part if out is None else out + part
+        if out is None:
+            out = ad.Zero.from_primal_value(y)
+        return y, out
+
+    def transpose(ct, lhs, rhs, *, spec: ConvSpec):
+        if type(ct) is ad.Zero:
+            return (
+                None if not ad.is_undefined_primal(lhs) else ad.Zero(lhs.aval),
+                None if not ad.is_undefined_primal(rhs) else ad.Zero(rhs.aval),
+            )
+        if ad.is_undefined_primal(lhs):
+            return autodiff.lhs_grad(ct, rhs, spec, conv_fn), None
+        return None, kernel_grad(lhs, ct, spec)
+
+    def batched(args, dims, *, spec: ConvSpec):
+        # the forward computation vmapped (its gradients then come from plain autodiff
+        # of the vmapped computation: correct, only slower)
+        out = jax.vmap(lambda a, b: forward_fn(a, b, spec), in_axes=tuple(dims))(*args)
+        return out, 0
+
+    # eager calls run the forward's jnp ops (public API only: no jax._src dispatch)
+    prim.def_impl(lambda lhs, rhs, *, spec: forward_fn(lhs, rhs, spec))
+    prim.def_abstract_eval(
+        lambda lhs, rhs, *, spec: jax.core.ShapedArray(spec.out_shape, spec.out_dtype)
+    )
+    mlir.register_lowering(
+        prim,
+        mlir.lower_fun(
+            lambda lhs, rhs, *, spec: forward_fn(lhs, rhs, spec), multiple_results=False
+        ),
+    )
+    ad.primitive_jvps[prim] = jvp
+    ad.primitive_transposes[prim] = transpose
+    batching.primitive_batchers[prim] = batched
+    return conv_fn
 
 
-def _transpose(ct, lhs, rhs, *, spec: ConvSpec):
-    if type(ct) is ad.Zero:
-        return (None if not ad.is_undefined_primal(lhs) else ad.Zero(lhs.aval),
-                None if not ad.is_undefined_primal(rhs) else ad.Zero(rhs.aval))
-    if ad.is_undefined_primal(lhs):
-        return autodiff.lhs_grad(ct, rhs, spec, conv), None
-    return None, kernel_grad(lhs, ct, spec)
-
-
-def _abstract_eval(lhs, rhs, *, spec: ConvSpec):
-    return jax.core.ShapedArray(spec.out_shape, spec.out_dtype)
-
-
-#: ``taps(lhs, rhs)`` as one primitive, bilinear in its operands: its JVP is itself on
-#: the tangents and its transposes are the fast gradients, so every order of forward and
-#: reverse differentiation runs on this implementation.
-conv_p = core.Primitive("jaxconv_taps")
-conv_p.def_impl(functools.partial(jax_dispatch.apply_primitive, conv_p))
-conv_p.def_abstract_eval(_abstract_eval)
-mlir.register_lowering(conv_p, mlir.lower_fun(
-    lambda lhs, rhs, *, spec: forward(lhs, rhs, spec), multiple_results=False))
-ad.primitive_jvps[conv_p] = _jvp
-ad.primitive_transposes[conv_p] = _transpose
-batching.primitive_batchers[conv_p] = lambda args, dims, *, spec: _batched(args, dims, spec)
+_taps_conv = bilinear_primitive("jaxconv_taps", forward)
+_xla_taps_grad_conv = bilinear_primitive("jaxconv_xla_taps_grad", _xla_forward)
 
 
 def conv(lhs, rhs, spec: ConvSpec):
     """The ``"taps"`` convolution of ``lhs`` and ``rhs`` (in the spec's layouts),
     differentiable to any order in either mode, with gradients on the fast paths."""
-    return conv_p.bind(lhs, rhs, spec=spec)
+    return _taps_conv(lhs, rhs, spec)
+
+
+#: ``"xla_taps_grad"``: lax's forward (where it is fast: transposed and wide-group
+#: layers) with this module's gradients (where lax's are slow: its kernel gradient of
+#: those layers is 10-50x slower on the CPU). Registered beside ``"taps"``.
+XLA_TAPS_GRAD = "xla_taps_grad"
+
+
+def xla_taps_grad_conv(lhs, rhs, spec: ConvSpec):
+    """lax's forward convolution with the ``"taps"`` gradients."""
+    return _xla_taps_grad_conv(lhs, rhs, spec)
