@@ -821,7 +821,7 @@ def write(result: dict[str, Any], out_dir: str, name: str) -> dict[str, str]:
         json.dump(_jsonable(result), fh, indent=1)
     with open(paths["md"], "w") as fh:
         fh.write(markdown(result))
-    paths["auto_choice"] = os.path.join(out_dir, "auto_choice.md")
+    paths["auto_choice"] = os.path.join(out_dir, f"{name}_auto_choice.md")
     with open(paths["auto_choice"], "w") as fh:
         fh.write(
             "# The automatic choice (`implementation=None`), measured\n\n"

@@ -77,7 +77,7 @@ def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
     """The automatic choice: the implementations tried, in order, for ``spec``.
 
     The rule comes from the CPU benchmarks in ``benchmarks/results/`` (the table is
-    ``benchmarks/results/auto_choice.md``, also in the README). On the CPU:
+    ``benchmarks/results/cpu_float32_auto_choice.md``, also in the README). On the CPU:
 
     * a window of at least 121 taps (11x11 and up): ``fft`` (RepLKNet's 31x31: 20-45x
       lax), then ``xla`` (integer inputs, which fft does not take);
