@@ -15,10 +15,11 @@ import os
 import subprocess
 import sys
 
+import multidevice
 import numpy as np
 import pytest
 
-DEVICES = 8
+DEVICES = multidevice.DEVICES
 STEPS = 4
 BATCH = 16  # 2 images per device
 CORE = ["xla", "taps", "im2col", "fft"]
@@ -30,22 +31,8 @@ PALLAS = {
 
 
 def run_worker(*args: str, timeout: float = 600) -> dict:
-    """Run this file as a script with 8 CPU devices; return its JSON result."""
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={DEVICES}"
-    ).strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"worker {args} failed (rc={proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """Run this file's worker mode with 8 CPU devices; return its JSON result."""
+    return multidevice.run_worker(__file__, *args, timeout=timeout)
 
 
 # --------------------------------------------------------------------------------------

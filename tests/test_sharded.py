@@ -11,14 +11,13 @@ sharding) and the error messages, and prints them as JSON; the tests check them 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 
+import multidevice
 import numpy as np
 import pytest
 
-DEVICES = 8
+DEVICES = multidevice.DEVICES
 
 #: name -> (x shape, w shape, implementation, mesh shape (or "explicit": an 8-device
 #: mesh with Explicit axes), sharded_conv keyword arguments)
@@ -105,22 +104,8 @@ EAGER = ("same_stride1", "explicit_mesh_im2col")
 
 
 def run_worker(*args: str, timeout: float = 900) -> dict:
-    """Run this file as a script with 8 CPU devices; return its JSON result."""
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={DEVICES}"
-    ).strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"worker {args} failed (rc={proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """Run this file's worker mode with 8 CPU devices; return its JSON result."""
+    return multidevice.run_worker(__file__, *args, timeout=timeout)
 
 
 # --------------------------------------------------------------------------------------

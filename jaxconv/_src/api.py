@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxconv._src import dispatch
-from jaxconv._src.spec import ConvSpec, default_dimension_numbers
+from jaxconv._src.spec import ConvSpec, default_dimension_numbers, pad_input
 
 
 def _as_array(x, name: str):
@@ -83,11 +83,11 @@ def conv_general_dilated(
         lhs_dtype=lhs.dtype,
         rhs_dtype=rhs.dtype,
     )
-    impl = dispatch.select(spec, implementation)
-    if impl.name == "xla" and out_sharding is not None:
+    if out_sharding is not None and dispatch.select(spec, implementation).name == "xla":
         from jax import lax
 
-        return lax.conv_general_dilated(lhs, rhs, **spec.lax_kwargs(), out_sharding=out_sharding)
+        lhs, zspec = pad_input(lhs, spec)  # crops as slices, as in every other path
+        return lax.conv_general_dilated(lhs, rhs, **zspec.lax_kwargs(), out_sharding=out_sharding)
     out = dispatch.run(lhs, rhs, spec, implementation)
     if out_sharding is not None:
         out = jax.lax.with_sharding_constraint(out, out_sharding)

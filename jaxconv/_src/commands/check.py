@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 import numpy as np
@@ -62,15 +61,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _time(f, *args, repeats: int) -> float:
-    import jax
+    """Median seconds of ``f(*args)`` after a warm-up call (the benchmark runner's timer)."""
+    from jaxconv._src.bench import _time_calls
 
-    jax.block_until_ready(f(*args))
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+    return _time_calls(lambda: f(*args), repeats=repeats, min_time=0.0, max_time=float("inf"))[0]
 
 
 def run_check(names=None, repeats: int = 3, progress: bool = True):
