@@ -329,26 +329,49 @@ def _memory(compiled) -> dict[str, int | None]:
     return {"peak_bytes": int(peak) if peak else temp + args + outs - alias, "temp_bytes": temp}
 
 
+def _repeat_count(first: float, *, repeats: int, min_time: float, max_time: float) -> int:
+    """How many timed calls a call taking ``first`` seconds gets: at least ``repeats``
+    unless that would exceed ``max_time`` (then as many as fit, at least one), and more
+    (up to 50) while the total stays under ``min_time``."""
+    if first * repeats > max_time:
+        return max(1, int(max_time // max(first, 1e-9)))
+    if first * repeats < min_time:
+        return min(50, max(repeats, int(min_time // max(first, 1e-9))))
+    return repeats
+
+
+def time_interleaved(
+    calls: dict[str, Callable[[], Any]], *, repeats: int, min_time: float, max_time: float
+) -> dict[str, tuple[float, int]]:
+    """Median wall time of each call after one warm-up call each, ``{name: (seconds,
+    timed calls)}``. The calls are timed round-robin (one call of each per round), so
+    every ratio between them is taken under the same machine load: on a shared machine
+    the load drifts by more than the differences being measured, and timing one
+    implementation after the other turned identical programs into 0.45-2.3x ratios
+    (``benchmarks/NOTES.md``)."""
+    counts = {}
+    for name, call in calls.items():
+        t0 = time.perf_counter()
+        jax.block_until_ready(call())  # warm-up
+        first = time.perf_counter() - t0
+        counts[name] = _repeat_count(first, repeats=repeats, min_time=min_time, max_time=max_time)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for r in range(max(counts.values(), default=0)):
+        for name, call in calls.items():
+            if r < counts[name]:
+                t0 = time.perf_counter()
+                jax.block_until_ready(call())
+                times[name].append(time.perf_counter() - t0)
+    return {name: (statistics.median(ts), len(ts)) for name, ts in times.items()}
+
+
 def _time_calls(
     call: Callable[[], Any], *, repeats: int, min_time: float, max_time: float
 ) -> tuple[float, int]:
-    """Median wall time of ``call`` after one warm-up call. Runs at least ``repeats``
-    times unless a single call is so slow that ``max_time`` would be exceeded (then
-    once), and more (up to 50) while the total stays under ``min_time``."""
-    t0 = time.perf_counter()
-    jax.block_until_ready(call())  # warm-up
-    first = time.perf_counter() - t0
-    n = repeats
-    if first * repeats > max_time:
-        n = max(1, int(max_time // max(first, 1e-9)))
-    elif first * repeats < min_time:
-        n = min(50, max(repeats, int(min_time // max(first, 1e-9))))
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        jax.block_until_ready(call())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), n
+    """Median wall time of one call (:func:`time_interleaved` with one entry)."""
+    return time_interleaved({"call": call}, repeats=repeats, min_time=min_time, max_time=max_time)[
+        "call"
+    ]
 
 
 def measure_matmul_rate(dtype: str = "float32", size: int = 2048, repeats: int = 5) -> float:
@@ -535,9 +558,11 @@ def plan(options: Options) -> list[tuple[Layer, str, str, str]]:
     return rows
 
 
-def _measure_row(
+def _prepare_row(
     layer: Layer, dtype: str, mode: str, name: str, options: Options, cache: dict
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], Callable[[], Any] | None]:
+    """Compile (and check against lax) one row; returns the row and the zero-argument
+    call to time, or ``None`` when the implementation refused the spec."""
     spec = layer.spec(dtype)
     cost = spec.cost()
     flops = cost["flops"] * (1 if mode == "fwd" else 3)
@@ -557,28 +582,17 @@ def _measure_row(
         call = torch_function(layer, spec, mode, dtype)
         if call is None:
             row["error"] = "not expressible in PyTorch"
-            return row
-        t, n = _time_calls(
-            call, repeats=options.repeats, min_time=options.min_time, max_time=options.max_time
-        )
-        row.update(time_s=t, repeats=n, compile_s=None, peak_bytes=None, temp_bytes=None)
-        return row
+        row.update(compile_s=None, peak_bytes=None, temp_bytes=None)
+        return row, call
     f = mode_function(conv_function(spec, name), mode)
     t0 = time.perf_counter()
     try:
         compiled = jax.jit(f).lower(x, w, ct).compile()
     except NotImplementedError as e:
         row["error"] = str(e)
-        return row
+        return row, None
     row["compile_s"] = time.perf_counter() - t0
     row.update(_memory(compiled))
-    t, n = _time_calls(
-        lambda: compiled(x, w, ct),
-        repeats=options.repeats,
-        min_time=options.min_time,
-        max_time=options.max_time,
-    )
-    row.update(time_s=t, repeats=n)
     if options.check:
         out = compiled(x, w, ct)
         out = out if isinstance(out, tuple) else (out,)
@@ -589,7 +603,25 @@ def _measure_row(
             row["rel_error"] = max(relative_error(a, b) for a, b in zip(out, cache[key]))
             tol = tolerance(dtype) * (50 if mode != "fwd" else 10)
             row["matches_lax"] = bool(row["rel_error"] <= tol)
-    return row
+    return row, lambda: compiled(x, w, ct)
+
+
+def _measure_group(todo, options: Options, cache: dict) -> list[dict[str, Any]]:
+    """Compile every row of one (layer, dtype, mode) group, then time them interleaved
+    (:func:`time_interleaved`), so the group's ratios share one machine load."""
+    rows, calls = [], {}
+    for layer, dtype, mode, name in todo:
+        row, call = _prepare_row(layer, dtype, mode, name, options, cache)
+        rows.append(row)
+        if call is not None:
+            calls[name] = call
+    timed = time_interleaved(
+        calls, repeats=options.repeats, min_time=options.min_time, max_time=options.max_time
+    )
+    for row in rows:
+        if row["impl"] in timed:
+            row["time_s"], row["repeats"] = timed[row["impl"]]
+    return rows
 
 
 def _derive(rows: list[dict], matmul: dict[str, float]) -> None:
@@ -657,14 +689,19 @@ def run(options: Options, progress: bool = True) -> dict[str, Any]:
     rows: list[dict] = []
     cache: dict = {}
     specs: dict[tuple, ConvSpec] = {}
+    groups: dict[tuple, list] = {}
+    for item in todo:
+        layer, dtype, mode, _ = item
+        groups.setdefault((layer.key, dtype, mode), []).append(item)
     try:
-        for layer, dtype, mode, name in todo:
+        for group in groups.values():
+            layer, dtype, mode, _ = group[0]
             if bar is not None:
-                bar.set_description(f"{layer.key} {mode} {name}"[:60])
+                bar.set_description(f"{layer.key} {mode}"[:60])
             specs[(layer.suite, layer.name, dtype)] = layer.spec(dtype)
-            rows.append(_measure_row(layer, dtype, mode, name, options, cache))
+            rows.extend(_measure_group(group, options, cache))
             if bar is not None:
-                bar.update(1)
+                bar.update(len(group))
     finally:
         if bar is not None:
             bar.close()

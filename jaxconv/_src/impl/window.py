@@ -11,6 +11,10 @@ larger than one, and one contraction over ``I`` (and the taps) per group.
 
 from __future__ import annotations
 
+import itertools
+import math
+from typing import NamedTuple
+
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -92,3 +96,222 @@ def tap_starts(spec: ConvSpec):
         (tuple(int(t) for t in tap), tuple(int(t) * d for t, d in zip(tap, spec.rhs_dilation)))
         for tap in idx
     ]
+
+
+class TapRead(NamedTuple):
+    """Where one kernel tap reads the *unpadded, undilated* input and where its
+    products land in the output, per spatial axis.
+
+    The tap reads ``count`` input positions from ``start`` with step ``step``; its
+    ``count`` products go to output positions ``lo, lo + every, ...`` (``hi`` positions
+    after the last one stay untouched). Padding and input dilation are never
+    materialised: positions of the padded, dilated input that are zeros are simply not
+    read, and the products are placed with one ``lax.pad`` (interior ``every - 1``),
+    which XLA fuses into the accumulation. For a transposed convolution (input dilation
+    ``d``) this is the sub-pixel split: each tap touches only the real inputs.
+    """
+
+    tap: tuple[int, ...]
+    start: tuple[int, ...]
+    step: tuple[int, ...]
+    count: tuple[int, ...]
+    lo: tuple[int, ...]
+    every: tuple[int, ...]
+    hi: tuple[int, ...]
+
+
+def _axis_read(n, out, stride, lhs_dil, lo_pad, offset):
+    """One axis of :class:`TapRead`: input size ``n``, output size ``out``; the tap
+    reads padded-dilated position ``o * stride + offset`` for output ``o``. Returns
+    ``(start, step, count, lo, every, hi)`` or None when the tap reads only zeros."""
+    d = lhs_dil
+    # dilated index q = o * stride + offset - lo_pad must be a multiple of d in [0, (n-1) d]
+    c = (lo_pad - offset) % d
+    g = math.gcd(stride, d)
+    if c % g:
+        return None
+    every = d // g
+    o0 = next(o for o in range(every) if (o * stride) % d == c)
+    o_min = max(0, -((offset - lo_pad) // stride))  # ceil((lo_pad - offset) / stride)
+    o_max = min(out - 1, ((n - 1) * d + lo_pad - offset) // stride)
+    first = o_min + (o0 - o_min) % every
+    last = o_max - (o_max - o0) % every
+    if last < first:
+        return None
+    count = (last - first) // every + 1
+    start = (first * stride + offset - lo_pad) // d
+    return start, stride // g, count, first, every, out - 1 - last
+
+
+def tap_reads(spec: ConvSpec) -> list[TapRead]:
+    """Every kernel tap that reads at least one real input element (see
+    :class:`TapRead`), in :func:`tap_starts` order; taps reading only padding are
+    left out."""
+    if not spec.nspatial:
+        return [TapRead((), (), (), (), (), (), ())]
+    reads = []
+    for tap, offsets in tap_starts(spec):
+        axes = []
+        for ax, off in enumerate(offsets):
+            r = _axis_read(
+                spec.lhs_spatial[ax],
+                spec.out_spatial[ax],
+                spec.window_strides[ax],
+                spec.lhs_dilation[ax],
+                spec.padding[ax][0],
+                off,
+            )
+            if r is None:
+                break
+            axes.append(r)
+        else:
+            reads.append(TapRead(tap, *(tuple(v) for v in zip(*axes))))
+    return reads
+
+
+def read_tap(x, read: TapRead):
+    """The ``(N, *count, C)`` input elements (channels last) that one tap reads."""
+    starts = (0,) + read.start + (0,)
+    limits = (
+        (x.shape[0],)
+        + tuple(s + (c - 1) * st + 1 for s, c, st in zip(read.start, read.count, read.step))
+        + (x.shape[-1],)
+    )
+    return lax.slice(x, starts, limits, (1,) + read.step + (1,))
+
+
+def place_tap(part, read: TapRead):
+    """Pad a tap's ``(N, *count, ...)`` products to ``(N, *out, ...)`` (fused by XLA
+    into the accumulation)."""
+    if all(lo == 0 and hi == 0 and e == 1 for lo, e, hi in zip(read.lo, read.every, read.hi)):
+        return part
+    config = [(0, 0, 0)]
+    config += [(lo, hi, e - 1) for lo, e, hi in zip(read.lo, read.every, read.hi)]
+    config += [(0, 0, 0)] * (part.ndim - 1 - len(read.lo))
+    return lax.pad(part, jnp.zeros((), part.dtype), config)
+
+
+def out_window(y, read: TapRead):
+    """The ``(N, *count, ...)`` output positions (spatial axes 1..n) one tap writes."""
+    n = len(read.lo)
+    starts = (0,) + read.lo + (0,) * (y.ndim - 1 - n)
+    limits = (
+        (y.shape[0],)
+        + tuple(lo + (c - 1) * e + 1 for lo, c, e in zip(read.lo, read.count, read.every))
+        + y.shape[1 + n :]
+    )
+    return lax.slice(y, starts, limits, (1,) + read.every + (1,) * (y.ndim - 1 - n))
+
+
+class Region(NamedTuple):
+    """One box of the output and the input box it reads (spatial axes only).
+
+    The output of a convolution without input dilation splits, per axis, into at most
+    three ranges: outputs whose first taps read the low padding, outputs whose taps all
+    read real input (the interior), and outputs whose last taps read the high padding.
+    Their products are boxes (``3**n`` at most). An interior box reads a plain slice of
+    the input; a border box reads a small slice, zero-padded by ``pad``. So padding is
+    materialised only around the borders, and the bulk of the work is strided slices
+    of the unpadded input, which XLA fuses into one vectorised loop. (Materialising the
+    padded input costs a full copy: 14 of the 15.5 ms of MobileNetV2's 112x112x96
+    stride-2 layer. Fusing one pad per tap into the loop instead costs a select per tap
+    and element: 3.4x slower at 7x7. See ``benchmarks/NOTES.md``.)
+    """
+
+    out_start: tuple[int, ...]
+    out_size: tuple[int, ...]
+    in_start: tuple[int, ...]
+    in_stop: tuple[int, ...]
+    pad: tuple[tuple[int, int], ...]
+
+    @property
+    def reads_input(self) -> bool:
+        """False when the box reads only padding (its output is zero)."""
+        return all(e > s for s, e in zip(self.in_start, self.in_stop))
+
+
+def _axis_ranges(n, out, stride, lo, span):
+    """Output ranges ``[(start, stop)]`` of one axis: low border, interior, high border
+    (empty ones left out). ``span`` is the dilated window's extent."""
+    a = min(out, max(0, -(-lo // stride)))  # first output whose first tap reads input
+    b = max(a, min(out, (n - 1 + lo - (span - 1)) // stride + 1))  # first past the interior
+    return [(s, e) for s, e in ((0, a), (a, b), (b, out)) if e > s]
+
+
+def regions(spec: ConvSpec) -> list[Region]:
+    """The output boxes of :class:`Region` (specs without input dilation only)."""
+    if any(d != 1 for d in spec.lhs_dilation):
+        raise ValueError("regions() takes specs without input dilation")
+    per_axis = []
+    for n, out, st, (lo, _hi), k, d in zip(
+        spec.lhs_spatial,
+        spec.out_spatial,
+        spec.window_strides,
+        spec.padding,
+        spec.window,
+        spec.rhs_dilation,
+    ):
+        span = (k - 1) * d + 1
+        boxes = []
+        for s, e in _axis_ranges(n, out, st, lo, span):
+            first = s * st - lo  # input index read by the first tap of output s
+            last = (e - 1) * st + span - 1 - lo  # read by the last tap of output e - 1
+            i0, i1 = max(0, first), min(n, last + 1)
+            if i1 <= i0:  # only padding: an empty box (Region.reads_input is False)
+                i0 = i1 = 0
+            boxes.append((s, e - s, i0, i1, (i0 - first, last + 1 - i1)))
+        per_axis.append(boxes)
+    out = []
+    for combo in itertools.product(*per_axis):
+        out.append(
+            Region(*(tuple(v) for v in zip(*combo))) if combo else Region((), (), (), (), ())
+        )
+    return out
+
+
+def region_input(x, region: Region):
+    """The channels-last input box a region reads, zero-padded where it leaves the
+    input: ``(N, *box, C)``."""
+    n = len(region.in_start)
+    box = lax.slice(
+        x, (0,) + region.in_start + (0,), (x.shape[0],) + region.in_stop + (x.shape[-1],)
+    )
+    if all(p == (0, 0) for p in region.pad):
+        return box
+    config = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in region.pad] + [(0, 0, 0)] * (x.ndim - 1 - n)
+    return lax.pad(box, jnp.zeros((), x.dtype), config)
+
+
+def region_tap(xr, offset, region: Region, spec: ConvSpec):
+    """The ``(N, *region.out_size, C)`` slice of a region's input that the tap at
+    ``offset`` (its start in the padded input, as in :func:`tap_starts`) reads."""
+    starts = (0,) + tuple(offset) + (0,)
+    limits = (
+        (xr.shape[0],)
+        + tuple(
+            o + (c - 1) * s + 1 for o, c, s in zip(offset, region.out_size, spec.window_strides)
+        )
+        + (xr.shape[-1],)
+    )
+    return lax.slice(xr, starts, limits, (1,) + tuple(spec.window_strides) + (1,))
+
+
+def assemble(pieces: list, regions_: list[Region], nspatial: int):
+    """Put the per-region outputs ``(N, *out_size, ...)`` together into the whole
+    output (spatial axes ``1..nspatial``) by nested concatenation (measured as fast
+    as padding the interior and updating the borders in place, and 1.5-7x faster than
+    summing one padded copy per region; NOTES.md section 8)."""
+    if nspatial == 0:
+        return pieces[0]
+
+    def build(items, axis):
+        if axis == nspatial:
+            (piece,) = [p for _r, p in items]
+            return piece
+        starts = sorted({r.out_start[axis] for r, _ in items})
+        parts = [
+            build([(r, p) for r, p in items if r.out_start[axis] == s], axis + 1) for s in starts
+        ]
+        return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1 + axis)
+
+    return build(list(zip(regions_, pieces)), 0)
