@@ -21,7 +21,7 @@ from jaxconv._src.impl import im2col
 from jaxconv._src.reference import reference_conv, relative_error, tolerance
 from jaxconv._src.spec import ConvSpec, default_dimension_numbers
 
-IMPLEMENTATIONS = ["xla", "im2col", "taps"]
+IMPLEMENTATIONS = ["xla", "im2col", "taps", "xla_taps_grad"]
 
 
 def assert_matches_reference(spec: ConvSpec, impl: str, seed: int = 0):

@@ -35,7 +35,7 @@ from jax import lax
 from jax.extend import core
 from jax.interpreters import ad, batching, mlir
 
-from jaxconv._src import autodiff
+from jaxconv._src import autodiff, subpixel
 from jaxconv._src.impl import window as W
 from jaxconv._src.spec import ConvSpec
 
@@ -80,19 +80,17 @@ def uses_broadcast_form(spec: ConvSpec) -> bool:
 
 
 def _accumulate(tap_inputs, w, spec: ConvSpec, out_spatial):
-    """``sum_t x_t . w_t`` over ``(tap, x_t, place)`` triples: ``x_t`` is the
-    ``(N, *count, C)`` input slice tap ``t`` reads and ``place`` puts its products
-    in the ``(N', *out_spatial, ...)`` output (identity when they cover it).
-    ``w`` is the kernel as ``(*win, I, G, B, O')``; returns ``(N', *out_spatial, O)``
-    in the accumulation dtype."""
+    """``sum_t x_t . w_t`` over ``(tap, x_t)`` pairs, ``x_t`` the ``(N, *out_spatial,
+    C)`` input slice tap ``t`` reads; ``w`` is the kernel as ``(*win, I, G, B, O')``.
+    Returns ``(N', *out_spatial, O)`` in the accumulation dtype."""
     acc_dtype = W.accumulation_dtype(spec)
     G, B, I, Og = W.group_sizes(spec)
     broadcast = uses_broadcast_form(spec)
     acc = None
-    for tap, xt, place in tap_inputs:
+    for tap, xt in tap_inputs:
         xs = W.split_groups_lhs(xt, spec)  # (B, N', *count, G, I)
         if broadcast:
-            # one product per input channel of a group, summed before placing
+            # one broadcast product per input channel of a group
             xs = xs[0].astype(acc_dtype)[..., None]  # (N', *count, G, I, 1)
             wt = w[tap][:, :, 0, :].astype(acc_dtype)  # (I, G, O')
             part = sum(xs[..., i, :] * wt[i] for i in range(I))  # (N', *count, G, O')
@@ -105,7 +103,6 @@ def _accumulate(tap_inputs, w, spec: ConvSpec, out_spatial):
                 precision=spec.precision,
                 preferred_element_type=acc_dtype,
             )
-        part = place(part)
         acc = part if acc is None else acc + part
     if acc is None:  # every tap reads only padding
         acc = jnp.zeros((spec.batch // B,) + tuple(out_spatial) + (G, B, Og), acc_dtype)
@@ -116,32 +113,25 @@ def forward(lhs, rhs, spec: ConvSpec):
     """The convolution itself (not differentiated by hand): ``lhs`` and ``rhs`` in the
     spec's layouts, output in the spec's output layout.
 
-    The padded (or dilated) input is never materialised. Without input dilation the
-    output is computed per :class:`window.Region`: plain strided slices of the input in
-    the interior, small padded boxes at the borders. With input dilation (transposed
-    convolutions) each tap reads only the real inputs (:func:`window.tap_reads`, the
-    sub-pixel split) and a fused ``lax.pad`` places its products.
+    The padded (or dilated) input is never materialised. The output is computed per
+    :class:`window.Region`: plain strided slices of the input in the interior, small
+    padded boxes at the borders. Input-dilated (transposed) convolutions are first
+    split into their sub-pixel phases (:mod:`jaxconv._src.subpixel`), ordinary
+    convolutions that read only the real inputs.
     """
+    if any(d > 1 for d in spec.lhs_dilation):
+        return subpixel.conv(lhs, rhs, spec, forward)
     x, w = W.to_channels_last(lhs, rhs, spec)
     w = W.split_groups_rhs(w, spec)  # (*win, I, G, B, O')
-    if all(d == 1 for d in spec.lhs_dilation):
-        regions = W.regions(spec)
-        pieces = []
-        for region in regions:
-            taps = ()
-            if region.reads_input:
-                xr = W.region_input(x, region)
-                taps = (
-                    (tap, W.region_tap(xr, offset, region, spec), lambda p: p)
-                    for tap, offset in _taps(spec)
-                )
-            pieces.append(_accumulate(taps, w, spec, region.out_size))
-        y = W.assemble(pieces, regions, spec.nspatial)
-    else:
-        taps = (
-            (r.tap, W.read_tap(x, r), lambda p, r=r: W.place_tap(p, r)) for r in W.tap_reads(spec)
-        )
-        y = _accumulate(taps, w, spec, spec.out_spatial)
+    regions = W.regions(spec)
+    pieces = []
+    for region in regions:
+        taps = ()
+        if region.reads_input:
+            xr = W.region_input(x, region)
+            taps = ((tap, W.region_tap(xr, offset, region, spec)) for tap, offset in _taps(spec))
+        pieces.append(_accumulate(taps, w, spec, region.out_size))
+    y = W.assemble(pieces, regions, spec.nspatial)
     return W.from_channels_last(y.astype(spec.out_dtype), spec)
 
 
@@ -262,7 +252,41 @@ def kernel_grad(lhs, g, spec: ConvSpec):
 
 
 def _xla_forward(lhs, rhs, spec: ConvSpec):
-    return lax.conv_general_dilated(lhs, rhs, **spec.lax_kwargs())
+    """The forward of ``"xla_taps_grad"``: XLA's own operations, in the form XLA:CPU
+    computes fastest (``benchmarks/NOTES.md`` section 9):
+
+    * input-dilated (transposed) convolutions as their sub-pixel phases
+      (:mod:`jaxconv._src.subpixel`), each computed by this function again;
+    * 1x1 convolutions without padding or groups as one ``dot_general`` over the
+      channels (of the strided input): 1.2-2.6x faster than lax's 1x1 convolution;
+    * everything else by ``lax.conv_general_dilated`` itself.
+    """
+    if any(d > 1 for d in spec.lhs_dilation):
+        return subpixel.conv(lhs, rhs, spec, _xla_forward)
+    pointwise = (
+        all(k == 1 for k in spec.window)
+        and all(p == (0, 0) for p in spec.padding)
+        and spec.feature_group_count == 1 == spec.batch_group_count
+    )
+    if not pointwise:
+        return lax.conv_general_dilated(lhs, rhs, **spec.lax_kwargs())
+    x, w = W.to_channels_last(lhs, rhs, spec)  # (N, *sp, C), (1, ..., 1, C, O)
+    n = spec.nspatial
+    if any(st > 1 for st in spec.window_strides):
+        limits = (
+            (x.shape[0],)
+            + tuple((o - 1) * st + 1 for o, st in zip(spec.out_spatial, spec.window_strides))
+            + (x.shape[-1],)
+        )
+        x = lax.slice(x, (0,) * x.ndim, limits, (1,) + tuple(spec.window_strides) + (1,))
+    y = lax.dot_general(
+        x,
+        w.reshape(w.shape[-2:]),
+        (((n + 1,), (0,)), ((), ())),
+        precision=spec.precision,
+        preferred_element_type=spec.preferred_element_type,
+    )
+    return W.from_channels_last(y.astype(spec.out_dtype), spec)
 
 
 def bilinear_primitive(name: str, forward_fn):
@@ -333,12 +357,13 @@ def conv(lhs, rhs, spec: ConvSpec):
     return _taps_conv(lhs, rhs, spec)
 
 
-#: ``"xla_taps_grad"``: lax's forward (where it is fast: transposed and wide-group
-#: layers) with this module's gradients (where lax's are slow: its kernel gradient of
-#: those layers is 10-50x slower on the CPU). Registered beside ``"taps"``.
+#: ``"xla_taps_grad"``: an XLA forward (:func:`_xla_forward`: lax, a dot for 1x1,
+#: sub-pixel phases for transposed layers) with this module's gradients (where lax's
+#: are slow: its kernel gradient of transposed and wide-group layers is 10-50x slower
+#: on the CPU). Registered beside ``"taps"``.
 XLA_TAPS_GRAD = "xla_taps_grad"
 
 
 def xla_taps_grad_conv(lhs, rhs, spec: ConvSpec):
-    """lax's forward convolution with the ``"taps"`` gradients."""
+    """An XLA forward convolution (:func:`_xla_forward`) with the ``"taps"`` gradients."""
     return _xla_taps_grad_conv(lhs, rhs, spec)

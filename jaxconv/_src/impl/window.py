@@ -99,16 +99,14 @@ def tap_starts(spec: ConvSpec):
 
 
 class TapRead(NamedTuple):
-    """Where one kernel tap reads the *unpadded, undilated* input and where its
-    products land in the output, per spatial axis.
+    """Where one kernel tap reads the *unpadded, undilated* input and which outputs
+    those reads feed, per spatial axis.
 
-    The tap reads ``count`` input positions from ``start`` with step ``step``; its
-    ``count`` products go to output positions ``lo, lo + every, ...`` (``hi`` positions
-    after the last one stay untouched). Padding and input dilation are never
-    materialised: positions of the padded, dilated input that are zeros are simply not
-    read, and the products are placed with one ``lax.pad`` (interior ``every - 1``),
-    which XLA fuses into the accumulation. For a transposed convolution (input dilation
-    ``d``) this is the sub-pixel split: each tap touches only the real inputs.
+    The tap reads ``count`` input positions from ``start`` with step ``step``; they
+    feed output positions ``lo, lo + every, ...`` (``hi`` positions after the last one
+    are not fed). Positions of the padded, dilated input that are zeros are never read:
+    the kernel gradient of a transposed convolution (input dilation ``d``) touches only
+    the real inputs, ``d**n`` times fewer than the dilated form.
     """
 
     tap: tuple[int, ...]
@@ -178,17 +176,6 @@ def read_tap(x, read: TapRead):
         + (x.shape[-1],)
     )
     return lax.slice(x, starts, limits, (1,) + read.step + (1,))
-
-
-def place_tap(part, read: TapRead):
-    """Pad a tap's ``(N, *count, ...)`` products to ``(N, *out, ...)`` (fused by XLA
-    into the accumulation)."""
-    if all(lo == 0 and hi == 0 and e == 1 for lo, e, hi in zip(read.lo, read.every, read.hi)):
-        return part
-    config = [(0, 0, 0)]
-    config += [(lo, hi, e - 1) for lo, e, hi in zip(read.lo, read.every, read.hi)]
-    config += [(0, 0, 0)] * (part.ndim - 1 - len(read.lo))
-    return lax.pad(part, jnp.zeros((), part.dtype), config)
 
 
 def out_window(y, read: TapRead):
