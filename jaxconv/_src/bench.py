@@ -340,30 +340,21 @@ def _repeat_count(first: float, *, repeats: int, min_time: float, max_time: floa
     return repeats
 
 
-#: Seconds of idle before each timed call: the previous call's worker threads (XLA's
-#: and PyTorch's spin-wait after a parallel region) must go to sleep first, or they
-#: steal the next call's cores: PyTorch's 6.5 ms depthwise fwd+bwd measured 11.8-17 ms
-#: right after a jaxconv call and 7.7-8.9 ms after a 20 ms pause (NOTES.md section 7).
-PAUSE_S = 0.02
-
-
 def time_interleaved(
     calls: dict[str, Callable[[], Any]],
     *,
     repeats: int,
     min_time: float,
     max_time: float,
-    pause: float = PAUSE_S,
 ) -> dict[str, tuple[float, int]]:
     """Median wall time of each call after one warm-up call each, ``{name: (seconds,
     timed calls)}``. The calls are timed round-robin (one call of each per round), so
     every ratio between them is taken under the same machine load: on a shared machine
     the load drifts by more than the differences being measured, and timing one
     implementation after the other turned identical programs into 0.45-2.3x ratios
-    (``benchmarks/NOTES.md``). Each call follows ``pause`` seconds of idle."""
+    (``benchmarks/NOTES.md`` section 7)."""
     counts = {}
     for name, call in calls.items():
-        time.sleep(pause)
         t0 = time.perf_counter()
         jax.block_until_ready(call())  # warm-up
         first = time.perf_counter() - t0
@@ -372,7 +363,6 @@ def time_interleaved(
     for r in range(max(counts.values(), default=0)):
         for name, call in calls.items():
             if r < counts[name]:
-                time.sleep(pause)
                 t0 = time.perf_counter()
                 jax.block_until_ready(call())
                 times[name].append(time.perf_counter() - t0)
@@ -629,9 +619,16 @@ def _measure_group(todo, options: Options, cache: dict) -> list[dict[str, Any]]:
         rows.append(row)
         if call is not None:
             calls[name] = call
-    timed = time_interleaved(
-        calls, repeats=options.repeats, min_time=options.min_time, max_time=options.max_time
-    )
+    kw = dict(repeats=options.repeats, min_time=options.min_time, max_time=options.max_time)
+    # PyTorch is timed on its own, after a pause: interleaved right after an XLA call,
+    # XLA's still-spinning worker threads take its cores (6.5 -> 11.8-17 ms), and
+    # with a pause before every call its sleeping threads add ~10 ms of wake-up to
+    # sub-millisecond layers (NOTES.md section 7)
+    torch_call = calls.pop("torch", None)
+    timed = time_interleaved(calls, **kw)
+    if torch_call is not None:
+        time.sleep(0.05)
+        timed["torch"] = time_interleaved({"torch": torch_call}, **kw)["torch"]
     for row in rows:
         if row["impl"] in timed:
             row["time_s"], row["repeats"] = timed[row["impl"]]
