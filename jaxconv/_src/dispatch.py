@@ -82,12 +82,13 @@ def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
     * a window of at least 121 taps (11x11 and up): ``fft`` (RepLKNet's 31x31: 20-45x
       lax), then ``xla`` (integer inputs, which fft does not take);
     * feature groups of at most 8 input channels each (depthwise, ResNeXt stages 1-2):
-      ``taps`` (fused multiply-adds: 3-40x lax forward, 5-80x forward+backward);
+      ``taps`` (fused multiply-adds without a padded copy: 4-48x lax forward, 4-83x
+      forward+backward);
     * input-dilated (transposed) convolutions, and groups of more than 8 channels:
-      ``xla_taps_grad`` (lax's forward, which is fast there, with taps' gradients,
-      4-80x faster than lax's);
-    * 1x1 (pointwise) convolutions: ``xla_taps_grad`` (the same forward; the kernel
-      gradient is one matmul, 1.3-2x faster than lax's);
+      ``xla_taps_grad`` (an XLA forward: sub-pixel phases for transposed layers, lax
+      for groups; taps' gradients, 11-62x faster than lax's forward+backward);
+    * 1x1 (pointwise) convolutions: ``xla_taps_grad`` (the forward is one dot, 1.3-3.6x
+      lax's; the kernel gradient one matmul: 1.3-2.5x forward+backward);
     * everything else (dense, 1-D dilated, batch groups): ``xla``.
 
     On GPU and TPU, ``xla`` (cuDNN / the TPU convolution emitter) is the default.
