@@ -37,7 +37,7 @@ from jax.interpreters import ad, batching, mlir
 
 from jaxconv._src import autodiff, subpixel
 from jaxconv._src.impl import window as W
-from jaxconv._src.spec import ConvSpec, default_dimension_numbers
+from jaxconv._src.spec import ConvSpec
 
 NAME = "taps"
 
@@ -53,15 +53,7 @@ def supports(spec: ConvSpec) -> str | None:
 
 def tap_slice(xp, start, spec: ConvSpec):
     """The ``(N, *out, C)`` slice of padded input ``xp`` that one tap reads."""
-    out = spec.out_spatial
-    starts = (0,) + tuple(start) + (0,)
-    limits = (
-        (xp.shape[0],)
-        + tuple(s + (o - 1) * st + 1 for s, o, st in zip(start, out, spec.window_strides))
-        + (xp.shape[-1],)
-    )
-    strides = (1,) + tuple(spec.window_strides) + (1,)
-    return lax.slice(xp, starts, limits, strides)
+    return W.window_slice(xp, start, spec.out_spatial, spec.window_strides)
 
 
 def _taps(spec: ConvSpec):
@@ -213,12 +205,7 @@ def _blocked_depthwise_kernel_grad(x, g, spec: ConvSpec, acc_dtype):
     nb = out[0] // hb
     xp = W.dilate_and_pad(x, spec)  # (N, *padded, G)
     span0 = (hb - 1) * S0 + (spec.window[0] - 1) * D0 + 1
-    block = spec.replace(  # the geometry of one block, channels last, padding applied
-        lhs_shape=(1, span0) + xp.shape[2:],
-        rhs_shape=spec.window + (spec.rhs_in_features, spec.out_features),
-        padding=((0, 0),) * n,
-        dimension_numbers=default_dimension_numbers(n),
-    )
+    block_out = (hb,) + tuple(out[1:])
 
     # one (N, *out, G) cotangent per channel multiplier: a trailing unit axis on the
     # products stops XLA vectorising over the channels
@@ -233,7 +220,9 @@ def _blocked_depthwise_kernel_grad(x, g, spec: ConvSpec, acc_dtype):
         ]
         parts = []
         for _tap, start in _taps(spec):
-            xs = tap_slice(xi, start, block).astype(acc_dtype)  # (1, hb, *out[1:], G)
+            xs = W.window_slice(xi, start, block_out, spec.window_strides).astype(
+                acc_dtype
+            )  # (1, hb, *out[1:], G)
             prods = [jnp.sum(xs * gi.astype(acc_dtype), axis=tuple(range(1 + n))) for gi in gis]
             parts.append(jnp.stack(prods, axis=-1))  # (G, O')
         return acc + jnp.stack(parts)

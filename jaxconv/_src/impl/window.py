@@ -167,27 +167,29 @@ def tap_reads(spec: ConvSpec) -> list[TapRead]:
     return reads
 
 
+def window_slice(x, start, count, step):
+    """``x[:, start :: step][:count]`` on spatial axes ``1..len(start)`` of a
+    ``(N, *spatial, ...)`` array: ``count`` positions per axis, every ``step``-th from
+    ``start``. The one strided slice behind every tap read."""
+    n = len(start)
+    rest = x.ndim - 1 - n
+    limits = tuple(s + (c - 1) * st + 1 for s, c, st in zip(start, count, step))
+    return lax.slice(
+        x,
+        (0,) + tuple(start) + (0,) * rest,
+        (x.shape[0],) + limits + x.shape[1 + n :],
+        (1,) + tuple(step) + (1,) * rest,
+    )
+
+
 def read_tap(x, read: TapRead):
     """The ``(N, *count, C)`` input elements (channels last) that one tap reads."""
-    starts = (0,) + read.start + (0,)
-    limits = (
-        (x.shape[0],)
-        + tuple(s + (c - 1) * st + 1 for s, c, st in zip(read.start, read.count, read.step))
-        + (x.shape[-1],)
-    )
-    return lax.slice(x, starts, limits, (1,) + read.step + (1,))
+    return window_slice(x, read.start, read.count, read.step)
 
 
 def out_window(y, read: TapRead):
     """The ``(N, *count, ...)`` output positions (spatial axes 1..n) one tap writes."""
-    n = len(read.lo)
-    starts = (0,) + read.lo + (0,) * (y.ndim - 1 - n)
-    limits = (
-        (y.shape[0],)
-        + tuple(lo + (c - 1) * e + 1 for lo, c, e in zip(read.lo, read.count, read.every))
-        + y.shape[1 + n :]
-    )
-    return lax.slice(y, starts, limits, (1,) + read.every + (1,) * (y.ndim - 1 - n))
+    return window_slice(y, read.lo, read.count, read.every)
 
 
 class Region(NamedTuple):
@@ -272,15 +274,7 @@ def region_input(x, region: Region):
 def region_tap(xr, offset, region: Region, spec: ConvSpec):
     """The ``(N, *region.out_size, C)`` slice of a region's input that the tap at
     ``offset`` (its start in the padded input, as in :func:`tap_starts`) reads."""
-    starts = (0,) + tuple(offset) + (0,)
-    limits = (
-        (xr.shape[0],)
-        + tuple(
-            o + (c - 1) * s + 1 for o, c, s in zip(offset, region.out_size, spec.window_strides)
-        )
-        + (xr.shape[-1],)
-    )
-    return lax.slice(xr, starts, limits, (1,) + tuple(spec.window_strides) + (1,))
+    return window_slice(xr, offset, region.out_size, spec.window_strides)
 
 
 def assemble(pieces: list, regions_: list[Region], nspatial: int):
