@@ -478,7 +478,7 @@ def test_gpu_classes(case, dtype):
 
 @pytest.mark.gpu
 @gpu
-@settings(max_examples=30)
+@settings(max_examples=12, deadline=None)
 @given(spec=conv_specs(dtypes=(jnp.bfloat16, np.float16)))
 def test_gpu_random_configurations(spec):
     with jax.default_device(jax.devices("gpu")[0]):
