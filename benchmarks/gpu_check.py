@@ -83,12 +83,17 @@ class Layer:
         )
 
 
-#: Batch 32, the issue's benchmark setting.
+#: Batch 32, the issue's benchmark setting (and ResNet's 3x3 layers at batch 128).
 LAYERS = [
     Layer("resnet50_3x3", "conv2_56x56x64", 32, 56, 64, 64, 3),
     Layer("resnet50_3x3", "conv3_28x28x128", 32, 28, 128, 128, 3),
     Layer("resnet50_3x3", "conv4_14x14x256", 32, 14, 256, 256, 3),
     Layer("resnet50_3x3", "conv5_7x7x512", 32, 7, 512, 512, 3),
+    # The same layers at batch 128: enough work to fill the card (the rate target).
+    Layer("resnet50_3x3_b128", "conv2_56x56x64_b128", 128, 56, 64, 64, 3),
+    Layer("resnet50_3x3_b128", "conv3_28x28x128_b128", 128, 28, 128, 128, 3),
+    Layer("resnet50_3x3_b128", "conv4_14x14x256_b128", 128, 14, 256, 256, 3),
+    Layer("resnet50_3x3_b128", "conv5_7x7x512_b128", 128, 7, 512, 512, 3),
     Layer("resnext50_grouped", "g32_56x56x128", 32, 56, 128, 128, 3, groups=32),
     Layer("resnext50_grouped", "g32_28x28x256", 32, 28, 256, 256, 3, groups=32),
     Layer("resnext50_grouped", "g32_14x14x512", 32, 14, 512, 512, 3, groups=32),
@@ -339,10 +344,12 @@ def summarise(rows: list[dict], matmul_tflops: float) -> dict:
         res = ours("resnet50_3x3", mode)
         g = gmean([r["speedup_vs_lax"] for r in res])
         targets[f"resnet50 3x3 {mode}: geomean vs lax >= 0.8"] = (g, g is not None and g >= 0.8)
+        res += ours("resnet50_3x3_b128", mode)
         if res:
-            largest = max(res, key=lambda r: r["flops"])
+            largest = max(res, key=lambda r: r["flops"])  # ties: the first listed
             f = largest["fraction_of_matmul"]
-            targets[f"resnet50 3x3 {mode}: largest layer >= 50% of bf16 matmul"] = (f, f >= 0.5)
+            name = f"resnet50 3x3 {mode}: largest layer ({largest['layer']}) >= 50% of bf16 matmul"
+            targets[name] = (f, f >= 0.5)
         for family in ("resnext50_grouped", "mobilenetv2_depthwise"):
             g = gmean([r["speedup_vs_lax"] for r in ours(family, mode)])
             targets[f"{family} {mode}: geomean vs lax >= 2"] = (g, g is not None and g >= 2)

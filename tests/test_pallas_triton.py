@@ -38,10 +38,16 @@ CASES = {
         dict(rhs_dilation=(2, 1), padding=((-1, 2), (1, 1))),
     ),
     "grouped_dot": ((2, 5, 6, 32), (3, 3, 16, 32), dict(padding="SAME", feature_group_count=2)),
-    "grouped_fma": (
+    "grouped_blockdiag": (
         (2, 6, 6, 16),
         (3, 3, 4, 16),
         dict(window_strides=2, padding="SAME", feature_group_count=4),
+    ),
+    # 12 groups of 4 -> 2 channels: blocks of 8 groups, the second one half empty.
+    "grouped_blockdiag_ragged": (
+        (2, 5, 4, 48),
+        (3, 2, 4, 24),
+        dict(padding="SAME", feature_group_count=12),
     ),
     "depthwise": ((2, 6, 7, 8), (3, 3, 1, 8), dict(padding="SAME", feature_group_count=8)),
     "depthwise_multiplier": (
@@ -259,7 +265,7 @@ def test_vmap_folds_into_batch():
 
 
 def test_vmap_over_kernels_and_per_example_gradients():
-    lhs, rhs, kw = CASES["grouped_fma"]
+    lhs, rhs, kw = CASES["grouped_blockdiag"]
     spec = _spec((1,) + lhs[1:], rhs, kw)
     rng = np.random.default_rng(7)
     xs = jnp.asarray(rng.standard_normal((2,) + spec.lhs_shape), np.float32)
@@ -348,7 +354,12 @@ def test_block_shapes_fit_the_triton_lowering(spec):
 
 def test_variant_choice():
     assert tiling.geometry(_spec(*CASES["depthwise"])).variant == "fma"
-    assert tiling.geometry(_spec(*CASES["grouped_fma"])).variant == "fma"
+    blockdiag = tiling.geometry(_spec(*CASES["grouped_blockdiag"]))
+    assert (blockdiag.variant, blockdiag.groups_per_block) == ("dot", 4)
+    ragged = tiling.geometry(_spec(*CASES["grouped_blockdiag_ragged"]))
+    assert (ragged.variant, ragged.groups_per_block, ragged.groups) == ("dot", 8, 12)
+    # Below BLOCKDIAG_MIN_CHANNELS per group (depthwise): multiply-adds.
+    assert tiling.geometry(_spec(*CASES["depthwise_multiplier"])).variant == "fma"
     assert tiling.geometry(_spec(*CASES["grouped_dot"])).variant == "dot"
     dense = _spec(*CASES["dense2d_same"])
     assert tiling.geometry(dense).formulation == "forward"

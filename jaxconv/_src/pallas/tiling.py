@@ -28,8 +28,13 @@ their natural memory order (no transposes). ``pos`` is the same on both:
 inside it and on a multiple of ``lhs_dilation`` (masked loads: no zeros are materialised).
 
 Each formulation has a matrix-unit variant (``dot``) and a per-channel multiply-add
-variant (``fma``) for small per-group sizes (depthwise, ResNeXt-style groups), which
-would waste the matrix unit on one-channel dots.
+variant (``fma``) for small per-group sizes, which would waste the matrix unit on
+one-channel dots. Convolutions with a few channels per group (ResNeXt's 4 or 8) take
+the matrix unit anyway, ``groups_per_block`` groups at a time: the program's channel
+tiles span whole groups; forward multiplies by a block-diagonal kernel tile (the
+off-diagonal lanes load as zeros), weight_grad keeps the diagonal blocks of its product.
+A ``16 x 16`` dot then does ``16 / min(I, O')`` times the useful work, still far faster
+than multiply-adds.
 """
 
 from __future__ import annotations
@@ -46,6 +51,14 @@ from jaxconv._src.spec import ConvSpec
 MIN_DOT = 16
 #: Per-group sizes below this use the multiply-add variant instead of the matrix unit.
 DOT_MIN_CHANNELS = 8
+#: Grouped convolutions with ``min(I, O')`` in ``[BLOCKDIAG_MIN_CHANNELS,
+#: BLOCKDIAG_MAX_CHANNELS)`` run on the matrix unit with block-diagonal tiles of about
+#: ``BLOCKDIAG_LANES`` lanes (the smaller per-group side times the groups per block).
+BLOCKDIAG_MIN_CHANNELS = 2
+BLOCKDIAG_MAX_CHANNELS = 16
+BLOCKDIAG_LANES = 16
+#: Largest channel tile of a block-diagonal program (its groups fit one tile).
+BLOCKDIAG_MAX_TILE = 128
 #: Number of programs the tap-stationary split aims for (about 4 waves on 132 SMs).
 TARGET_PROGRAMS = 528
 
@@ -90,6 +103,9 @@ class Geometry:
     #: Sub-pixel phases per axis (forward with input dilation; 1 elsewhere): see
     #: :func:`phases`.
     phase: tuple[int, ...] = ()
+    #: dot variants: groups one program covers with a block-diagonal tile (1: the
+    #: program's channels belong to one group): see :func:`groups_per_block`.
+    groups_per_block: int = 1
 
     @property
     def taps(self) -> int:
@@ -179,7 +195,8 @@ def geometry(spec: ConvSpec) -> Geometry:
     if form == "forward":
         G, I = spec.feature_group_count, spec.rhs_in_features
         Og = spec.out_features // G
-        variant = "dot" if min(I, Og) >= DOT_MIN_CHANNELS else "fma"
+        gpb = groups_per_block(G, I, Og)
+        variant = "dot" if min(I, Og) >= DOT_MIN_CHANNELS or gpb > 1 else "fma"
         return Geometry(
             form,
             variant,
@@ -189,12 +206,14 @@ def geometry(spec: ConvSpec) -> Geometry:
             in_per_group=I,
             out_per_group=Og,
             phase=phases(spec),
+            groups_per_block=gpb,
             **common,
         )
     B = spec.batch_group_count
     Nb = spec.batch
     Og = spec.out_features // B
-    variant = "dot" if min(Nb // B, Og) >= DOT_MIN_CHANNELS else "fma"
+    gpb = groups_per_block(B, Nb // B, Og)
+    variant = "dot" if min(Nb // B, Og) >= DOT_MIN_CHANNELS or gpb > 1 else "fma"
     return Geometry(
         form,
         variant,
@@ -204,8 +223,23 @@ def geometry(spec: ConvSpec) -> Geometry:
         in_per_group=Nb // B,
         out_per_group=Og,
         phase=phases(spec),
+        groups_per_block=gpb,
         **common,
     )
+
+
+def groups_per_block(groups: int, in_per_group: int, out_per_group: int) -> int:
+    """Groups a dot program covers with one block-diagonal tile (forward: of the
+    kernel; weight_grad: of the product, whose off-diagonal blocks are dropped): enough
+    for about :data:`BLOCKDIAG_LANES` lanes on the smaller per-group side when it is in
+    ``[BLOCKDIAG_MIN_CHANNELS, BLOCKDIAG_MAX_CHANNELS)`` (a per-group tile would leave
+    lanes of the 16-wide matrix-unit minimum empty), while both sides fit
+    :data:`BLOCKDIAG_MAX_TILE`; 1 otherwise."""
+    small, large = min(in_per_group, out_per_group), max(in_per_group, out_per_group)
+    if groups == 1 or not BLOCKDIAG_MIN_CHANNELS <= small < BLOCKDIAG_MAX_CHANNELS:
+        return 1
+    gpb = min(groups, max(1, BLOCKDIAG_LANES // small), BLOCKDIAG_MAX_TILE // large)
+    return max(1, gpb)
 
 
 # --------------------------------------------------------------------------------------
@@ -238,6 +272,12 @@ def blocks(geom: Geometry, itemsize: int) -> Blocks:
     problems, shrunk (not below the lowering's minimum) to cover small ones."""
     kmax = 64 if itemsize <= 2 else 32
     if geom.formulation == "forward":
+        gpb = geom.groups_per_block
+        if geom.variant == "dot" and gpb > 1:  # one tile spans the block's groups
+            bn = clamp_pow2(gpb * geom.out_per_group, MIN_DOT, BLOCKDIAG_MAX_TILE)
+            bk = clamp_pow2(gpb * geom.in_per_group, MIN_DOT, BLOCKDIAG_MAX_TILE)
+            bm = clamp_pow2(geom.phase_rows, MIN_DOT, 128)
+            return Blocks(m=bm, n=bn, k=bk, num_warps=4, num_stages=3)
         if geom.variant == "dot":
             bn = clamp_pow2(geom.out_per_group, MIN_DOT, 128)
             bm = clamp_pow2(geom.phase_rows, MIN_DOT, 128)
@@ -248,15 +288,17 @@ def blocks(geom: Geometry, itemsize: int) -> Blocks:
         bm = clamp_pow2(geom.phase_rows, 8, 64)
         return Blocks(m=bm, n=bn, num_warps=4, num_stages=2)
     # weight_grad: parallelism comes from output pixels x channel tiles x splits.
+    gpb = geom.groups_per_block
     if geom.variant == "dot":
-        bb = clamp_pow2(geom.in_per_group, MIN_DOT, 64)
-        bo = clamp_pow2(geom.out_per_group, MIN_DOT, 128)
+        cap = 64 if gpb == 1 else BLOCKDIAG_MAX_TILE
+        bb = clamp_pow2(gpb * geom.in_per_group, MIN_DOT, cap)
+        bo = clamp_pow2(gpb * geom.out_per_group, MIN_DOT, 128)
         bk = kmax
         tiles = (
             geom.out_pixels
-            * geom.groups
-            * cdiv(geom.in_per_group, bb)
-            * cdiv(geom.out_per_group, bo)
+            * cdiv(geom.groups, gpb)
+            * cdiv(gpb * geom.in_per_group, bb)
+            * cdiv(gpb * geom.out_per_group, bo)
         )
         warps = 8 if bb * bo >= 64 * 128 else 4
     else:

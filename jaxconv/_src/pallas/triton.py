@@ -154,39 +154,48 @@ def _epilogue(mem: _Memory, acc, cols, cols_ok, b_ref, activation, dtype):
 
 
 def _forward_dot(geom: Geometry, blk: Blocks, precision, activation, has_bias, mem: _Memory):
-    """y (N*P, O) tile (blk.m x blk.n of one group) = sum over taps, input-channel
-    blocks of x[rows(t), g*I + c] @ w[t, c, g*O' + o]."""
+    """y (N*P, O) tile (blk.m x blk.n of one block of groups) = sum over taps, input-channel
+    blocks of x[rows(t), g0*I + c] @ w[t, c, g0*O' + o]; with several groups per block
+    (``geom.groups_per_block``) the kernel tile is block-diagonal (zeros between groups)."""
     I, C = geom.in_per_group, geom.channels
     O, Og = geom.out_features, geom.out_per_group
-    nbn, nkb, nmb = cdiv(Og, blk.n), cdiv(I, blk.k), cdiv(geom.phase_rows, blk.m)
+    gpb = geom.groups_per_block
+    nbn, nkb = cdiv(gpb * Og, blk.n), cdiv(gpb * I, blk.k)
+    nmb = cdiv(geom.phase_rows, blk.m)
 
     def kernel(x_ref, w_ref, *refs):
         b_ref, y_ref = refs if has_bias else (None, refs[0])
-        g, ob = div(pl.program_id(1), nbn), rem(pl.program_id(1), nbn)
+        g0 = div(pl.program_id(1), nbn) * gpb  # first group of the block
+        ob = rem(pl.program_id(1), nbn)
         j = rem(pl.program_id(0), nmb) * blk.m + jnp.arange(blk.m)
         n, p, m, m_ok, ph = output_rows(geom, div(pl.program_id(0), nmb), j)
-        o_loc = ob * blk.n + jnp.arange(blk.n)
-        o_ok = o_loc < Og
-        o = g * Og + o_loc
+        o_loc = ob * blk.n + jnp.arange(blk.n)  # channel within the block's outputs
+        o = g0 * Og + o_loc
+        o_ok = o_loc < Og if gpb == 1 else (o_loc < gpb * Og) & (o < O)
 
         def body(it, acc):
             step, kb = div(it, nkb), rem(it, nkb)
             tap, t, tap_ok = phase_tap(geom, ph, step)
             pix, valid = input_pixel(geom, p, tap)
             valid = valid & tap_ok
-            c = kb * blk.k + jnp.arange(blk.k)
-            c_ok = c < I
+            c = kb * blk.k + jnp.arange(blk.k)  # channel within the block's inputs
+            if gpb == 1:
+                c_ok = c < I
+                w_row, wm = c, c_ok[:, None] & o_ok[None, :]
+            else:
+                c_ok = (c < gpb * I) & (g0 * I + c < C)
+                same_group = div(c, I)[:, None] == div(o_loc, Og)[None, :]
+                w_row, wm = rem(c, I), c_ok[:, None] & o_ok[None, :] & same_group
             xm = (valid & m_ok)[:, None] & c_ok[None, :]
-            x = mem.load(x_ref, (n * geom.in_pixels + pix)[:, None] * C + (g * I + c)[None, :], xm)
-            wm = c_ok[:, None] & o_ok[None, :]
-            w = mem.load(w_ref, (t * I + c)[:, None] * O + o[None, :], wm)
+            x = mem.load(x_ref, (n * geom.in_pixels + pix)[:, None] * C + (g0 * I + c)[None, :], xm)
+            w = mem.load(w_ref, (t * I + w_row)[:, None] * O + o[None, :], wm)
             return acc + jnp.dot(x, w, precision=precision, preferred_element_type=jnp.float32)
 
         acc = lax.fori_loop(0, geom.phase_taps * nkb, body, jnp.zeros((blk.m, blk.n), jnp.float32))
         y = _epilogue(mem, acc, o, o_ok, b_ref, activation, y_ref.dtype)
         mem.store(y_ref, m[:, None] * O + o[None, :], y, m_ok[:, None] & o_ok[None, :])
 
-    grid = (geom.phase_count * nmb, geom.groups * nbn)
+    grid = (geom.phase_count * nmb, cdiv(geom.groups, gpb) * nbn)
     return kernel, grid
 
 
@@ -201,10 +210,11 @@ def _forward_fma(geom: Geometry, blk: Blocks, activation, has_bias, mem: _Memory
         b_ref, y_ref = refs if has_bias else (None, refs[0])
         j = rem(pl.program_id(0), nmb) * blk.m + jnp.arange(blk.m)
         n, p, m, m_ok, ph = output_rows(geom, div(pl.program_id(0), nmb), j)
+        # Unclamped channel offsets (masked instead): Triton's pointer analysis then
+        # sees contiguous channel runs and vectorises the loads.
         o = pl.program_id(1) * blk.n + jnp.arange(blk.n)
         o_ok = o < O
-        oc = jnp.minimum(o, O - 1)
-        g = div(oc, Og)
+        g = div(o, Og)
 
         def body(it, acc):
             step, c = div(it, I), rem(it, I)
@@ -212,11 +222,11 @@ def _forward_fma(geom: Geometry, blk: Blocks, activation, has_bias, mem: _Memory
             pix, valid = input_pixel(geom, p, tap)
             xm = (valid & tap_ok & m_ok)[:, None] & o_ok[None, :]
             x = mem.load(x_ref, (n * geom.in_pixels + pix)[:, None] * C + (g * I + c)[None, :], xm)
-            w = mem.load(w_ref, (t * I + c) * O + oc)
+            w = mem.load(w_ref, (t * I + c) * O + o, o_ok)
             return acc + x.astype(jnp.float32) * w.astype(jnp.float32)[None, :]
 
         acc = lax.fori_loop(0, geom.phase_taps * I, body, jnp.zeros((blk.m, blk.n), jnp.float32))
-        y = _epilogue(mem, acc, oc, o_ok, b_ref, activation, y_ref.dtype)
+        y = _epilogue(mem, acc, o, o_ok, b_ref, activation, y_ref.dtype)
         mem.store(y_ref, m[:, None] * O + o[None, :], y, m_ok[:, None] & o_ok[None, :])
 
     grid = (geom.phase_count * nmb, cdiv(O, blk.n))
@@ -247,27 +257,33 @@ def _reduction_rows(geom: Geometry, blk: Blocks, split, it, q_coords):
 
 def _weight_grad_dot(geom: Geometry, blk: Blocks, precision, mem: _Memory):
     """y[q, b, gb*O'' + o] tile (blk.n x blk.o) = sum over row blocks of
-    x[rows(q), gb*Nb' + b]^T @ w[rows, gb*O'' + o]; split ``blk.splits`` ways."""
+    x[rows(q), gb*Nb' + b]^T @ w[rows, gb*O'' + o]; split ``blk.splits`` ways. With several
+    groups per block (``geom.groups_per_block``) the tiles span whole groups and only the
+    product's diagonal (same-group) blocks are stored."""
     Q, Bg, Nb, Nbg = geom.out_pixels, geom.groups, geom.channels, geom.in_per_group
     O, Og = geom.out_features, geom.out_per_group
-    nbo = cdiv(Og, blk.o)
+    gpb = geom.groups_per_block
+    ngb, nbo = cdiv(Bg, gpb), cdiv(gpb * Og, blk.o)
     _, steps = _split_rows(geom, blk)
 
     def kernel(x_ref, w_ref, y_ref):
-        q, gb = div(pl.program_id(0), Bg), rem(pl.program_id(0), Bg)
+        q, g0 = div(pl.program_id(0), ngb), rem(pl.program_id(0), ngb) * gpb
         bb, ob = div(pl.program_id(1), nbo), rem(pl.program_id(1), nbo)
         split = pl.program_id(2)
         q_coords = unravel(q, geom.out_spatial)
-        b = bb * blk.n + jnp.arange(blk.n)
-        b_ok = b < Nbg
+        b = bb * blk.n + jnp.arange(blk.n)  # batch channel within the block's groups
         o_loc = ob * blk.o + jnp.arange(blk.o)
-        o_ok = o_loc < Og
-        o = gb * Og + o_loc
+        o = g0 * Og + o_loc
+        if gpb == 1:
+            b_ok, o_ok = b < Nbg, o_loc < Og
+        else:
+            b_ok = (b < gpb * Nbg) & (g0 * Nbg + b < Nb)
+            o_ok = (o_loc < gpb * Og) & (o < O)
 
         def body(it, acc):
             r_ok, w_row, x_row, valid = _reduction_rows(geom, blk, split, it, q_coords)
             xm = valid[:, None] & b_ok[None, :]
-            x = mem.load(x_ref, x_row[:, None] * Nb + (gb * Nbg + b)[None, :], xm)
+            x = mem.load(x_ref, x_row[:, None] * Nb + (g0 * Nbg + b)[None, :], xm)
             wm = r_ok[:, None] & o_ok[None, :]
             w = mem.load(w_ref, w_row[:, None] * O + o[None, :], wm)
             return acc + lax.dot_general(
@@ -279,14 +295,19 @@ def _weight_grad_dot(geom: Geometry, blk: Blocks, precision, mem: _Memory):
             )
 
         acc = lax.fori_loop(0, steps, body, jnp.zeros((blk.n, blk.o), jnp.float32))
+        keep = b_ok[:, None] & o_ok[None, :]
+        b_in = b
+        if gpb > 1:  # the diagonal blocks: batch channel and output in the same group
+            keep = keep & (div(b, Nbg)[:, None] == div(o_loc, Og)[None, :])
+            b_in = rem(b, Nbg)
         mem.store(
             y_ref,
-            ((split * Q + q) * Nbg + b)[:, None] * O + o[None, :],
+            ((split * Q + q) * Nbg + b_in)[:, None] * O + o[None, :],
             acc.astype(y_ref.dtype),
-            b_ok[:, None] & o_ok[None, :],
+            keep,
         )
 
-    grid = (Q * Bg, cdiv(Nbg, blk.n) * nbo, blk.splits)
+    grid = (Q * ngb, cdiv(gpb * Nbg, blk.n) * nbo, blk.splits)
     return kernel, grid
 
 
