@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--budget", type=float, default=1e9, help="seconds; later variants skipped")
+    parser.add_argument("--tag", default="", help="suffix of the output file names")
     args = parser.parse_args(argv)
     if args.dry_run:
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: skipped (time budget spent)", flush=True)
             continue
         knobs = dict(VARIANTS[name])
+        jax.clear_caches()  # nothing traced or compiled under the last knobs is reused
         for k, v in saved.items():
             setattr(tiling, k, knobs.get(k, v))
         tiling.blocks = _fma_blocks(*knobs["blocks"]) if "blocks" in knobs else saved_blocks
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "dryrun"
         if args.dry_run
         else "".join(c if c.isalnum() else "_" for c in device.device_kind).strip("_").lower()
-    )
+    ) + args.tag
     args.out.mkdir(parents=True, exist_ok=True)
     result = {
         "device": getattr(device, "device_kind", str(device)),
