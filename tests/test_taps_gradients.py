@@ -79,3 +79,52 @@ def test_broadcast_form_is_used_for_few_channels_per_group():
     assert taps.uses_broadcast_form(_setup("grouped_3x3")[0])
     assert taps.uses_broadcast_form(_setup("depthwise_3x3_s2")[0])
     assert not taps.uses_broadcast_form(_setup("dense_5x5_fft_grad")[0])
+
+
+@pytest.mark.parametrize(
+    "lhs_shape, rhs_shape, strides, rhs_dilation, groups",
+    [
+        ((2, 9, 8, 6), (3, 3, 2, 6), (1, 1), (1, 1), 3),  # 2 channels per group
+        ((2, 10, 9, 8), (3, 2, 4, 4), (2, 1), (1, 2), 2),  # 4 -> 2 per group, strided
+        ((1, 8, 7, 4), (3, 3, 1, 8), (2, 2), (1, 1), 4),  # depthwise, multiplier 2
+        ((2, 11, 6), (3, 2, 6), (1,), (2,), 3),  # 1-D
+        ((1, 5, 4, 6, 4), (2, 3, 2, 2, 4), (1, 2, 1), (1, 1, 1), 2),  # 3-D
+    ],
+)
+def test_blocked_grouped_kernel_gradient(lhs_shape, rhs_shape, strides, rhs_dilation, groups, x64):
+    """The cache-blocked kernel gradient of grouped and depthwise convolutions, with
+    blocks of one output row (many loop steps), against lax's."""
+    n = len(lhs_shape) - 2
+    spec = ConvSpec.create(
+        lhs_shape,
+        rhs_shape,
+        strides,
+        "SAME",
+        rhs_dilation=rhs_dilation,
+        dimension_numbers=default_dimension_numbers(n),
+        feature_group_count=groups,
+        lhs_dtype=np.float64,
+    )
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal(lhs_shape))
+    g = jnp.asarray(rng.standard_normal(spec.out_shape))
+
+    def lax_conv(w):
+        return lax.conv_general_dilated(
+            x,
+            w,
+            strides,
+            spec.padding,
+            rhs_dilation=rhs_dilation,
+            dimension_numbers=spec.dimension_numbers,
+            feature_group_count=groups,
+        )
+
+    want = jax.vjp(lax_conv, jnp.zeros(rhs_shape))[1](g)[0]
+    old = taps.KERNEL_GRAD_BLOCK_BYTES
+    try:
+        taps.KERNEL_GRAD_BLOCK_BYTES = 1  # one output row per block
+        got = taps.kernel_grad(x, g, spec)
+    finally:
+        taps.KERNEL_GRAD_BLOCK_BYTES = old
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)

@@ -340,6 +340,11 @@ def _repeat_count(first: float, *, repeats: int, min_time: float, max_time: floa
     return repeats
 
 
+#: Calls faster than this (seconds) are primed by one untimed call of the same program
+#: right before each timed one when several programs are timed round-robin.
+PRIME_BELOW_S = 0.2
+
+
 def time_interleaved(
     calls: dict[str, Callable[[], Any]],
     *,
@@ -352,17 +357,27 @@ def time_interleaved(
     every ratio between them is taken under the same machine load: on a shared machine
     the load drifts by more than the differences being measured, and timing one
     implementation after the other turned identical programs into 0.45-2.3x ratios
-    (``benchmarks/NOTES.md`` section 7)."""
-    counts = {}
+    (``benchmarks/NOTES.md`` section 7).
+
+    With several calls, each timed call of a program faster than :data:`PRIME_BELOW_S`
+    follows one untimed call of the same program: right after another program, XLA:CPU's
+    worker threads of that program are still spinning and slowed the next program 2-3x
+    (taps after lax on MobileNetV2's 56x56x144 layer: 28 vs 10-13 ms; NOTES.md section
+    11), while a pause instead adds thread wake-up to sub-millisecond calls. Every timed
+    call then runs as it does back to back, as PyTorch's are timed."""
+    counts, prime = {}, {}
     for name, call in calls.items():
         t0 = time.perf_counter()
         jax.block_until_ready(call())  # warm-up
         first = time.perf_counter() - t0
         counts[name] = _repeat_count(first, repeats=repeats, min_time=min_time, max_time=max_time)
+        prime[name] = len(calls) > 1 and first < PRIME_BELOW_S
     times: dict[str, list[float]] = {name: [] for name in calls}
     for r in range(max(counts.values(), default=0)):
         for name, call in calls.items():
             if r < counts[name]:
+                if prime[name]:
+                    jax.block_until_ready(call())
                 t0 = time.perf_counter()
                 jax.block_until_ready(call())
                 times[name].append(time.perf_counter() - t0)

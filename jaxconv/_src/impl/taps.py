@@ -180,36 +180,54 @@ def _tap_pairs(x, gg, spec: ConvSpec):
             yield read.tap, W.read_tap(x, read), W.out_window(gg, read)
 
 
-#: Bytes of output cotangent per block of :func:`_blocked_depthwise_kernel_grad`: the
+#: Bytes of output cotangent per block of :func:`_blocked_grouped_kernel_grad`: the
 #: block and its input rows stay in the core's cache while every tap reads them.
 KERNEL_GRAD_BLOCK_BYTES = 512 * 1024
 
 
-def _blocked_depthwise_kernel_grad(x, g, spec: ConvSpec, acc_dtype):
-    """Depthwise kernel gradient, cache-blocked: ``x`` is the channels-last input
-    ``(N, *sp, G)``, ``g`` the cotangent ``(N, *out, G, O')``; returns ``(*win, G, O')``.
+def _blocked_grouped_kernel_grad(x, g, spec: ConvSpec, acc_dtype):
+    """Grouped (and depthwise) kernel gradient, cache-blocked: ``x`` is the
+    channels-last input ``(N, *sp, G*I)``, ``g`` the cotangent ``(N, *out, G, O')``;
+    returns ``(*win, G, I, O')``.
 
-    Each tap's gradient is one multiply-reduce over the whole cotangent; done tap by tap
-    over the whole arrays, the 9 taps of a 3x3 window read the input and the cotangent 9
-    times from memory (37 ms on MobileNetV2's 8x56x56x144). Here a loop runs over
-    blocks of (image, output rows) of about :data:`KERNEL_GRAD_BLOCK_BYTES`, and every
-    tap reduces the block while it is in cache (8 ms; NOTES.md section 10)."""
+    Each tap's gradient is one reduction over the whole cotangent; done tap by tap over
+    the whole arrays, the 9 taps of a 3x3 window read the input and the cotangent 9
+    times from memory (37 ms on MobileNetV2's 8x56x56x144), and the per-group batched
+    dots of a grouped layer also transpose both operands per tap (112 ms on ResNeXt's
+    8x56x56x128 with 32 groups). Here a loop runs over blocks of (image, output rows) of
+    about :data:`KERNEL_GRAD_BLOCK_BYTES`, and every tap reduces the block while it is in
+    cache: depthwise by multiply-reduces (8 ms), groups of several channels by a batched
+    dot over the block (35-40 ms; NOTES.md sections 10 and 11)."""
     n = spec.nspatial
     N = x.shape[0]
     out = spec.out_spatial
     S0, D0 = spec.window_strides[0], spec.rhs_dilation[0]
-    Og = g.shape[-1]
+    G, Og = g.shape[-2:]
+    I = x.shape[-1] // G
     row_bytes = math.prod(g.shape[2:]) * g.dtype.itemsize
     target = max(1, KERNEL_GRAD_BLOCK_BYTES // max(row_bytes, 1))
     hb = max(d for d in range(1, out[0] + 1) if out[0] % d == 0 and d <= target)
     nb = out[0] // hb
-    xp = W.dilate_and_pad(x, spec)  # (N, *padded, G)
+    xp = W.dilate_and_pad(x, spec)  # (N, *padded, G*I)
     span0 = (hb - 1) * S0 + (spec.window[0] - 1) * D0 + 1
     block_out = (hb,) + tuple(out[1:])
+    rows = math.prod(block_out)
 
-    # one (N, *out, G) cotangent per channel multiplier: a trailing unit axis on the
-    # products stops XLA vectorising over the channels
-    gs = [g[..., o] for o in range(Og)]
+    # depthwise: one (N, *out, G) cotangent per channel multiplier (a trailing unit axis
+    # on the products stops XLA vectorising over the channels)
+    gs = [g[..., o] for o in range(Og)] if I == 1 else [g]
+
+    def tap_grad(xs, gis):
+        if I == 1:  # (1, hb, *out[1:], G) times each multiplier's cotangent
+            prods = [jnp.sum(xs * gi.astype(acc_dtype), axis=tuple(range(1 + n))) for gi in gis]
+            return jnp.stack(prods, axis=-1)[:, None, :]  # (G, 1, O')
+        return jnp.einsum(
+            "rgi,rgo->gio",
+            xs.reshape(rows, G, I),
+            gis[0].reshape(rows, G, Og),
+            precision=spec.precision,
+            preferred_element_type=acc_dtype,
+        )
 
     def body(i, acc):
         b, r = i // nb, (i % nb) * hb
@@ -220,16 +238,13 @@ def _blocked_depthwise_kernel_grad(x, g, spec: ConvSpec, acc_dtype):
         ]
         parts = []
         for _tap, start in _taps(spec):
-            xs = W.window_slice(xi, start, block_out, spec.window_strides).astype(
-                acc_dtype
-            )  # (1, hb, *out[1:], G)
-            prods = [jnp.sum(xs * gi.astype(acc_dtype), axis=tuple(range(1 + n))) for gi in gis]
-            parts.append(jnp.stack(prods, axis=-1))  # (G, O')
+            xs = W.window_slice(xi, start, block_out, spec.window_strides).astype(acc_dtype)
+            parts.append(tap_grad(xs, gis))  # (G, I, O')
         return acc + jnp.stack(parts)
 
-    acc = jnp.zeros((len(_taps(spec)),) + g.shape[-2:], acc_dtype)
+    acc = jnp.zeros((len(_taps(spec)), G, I, Og), acc_dtype)
     acc = lax.fori_loop(0, N * nb, body, acc)
-    return acc.reshape(spec.window + g.shape[-2:])
+    return acc.reshape(spec.window + (G, I, Og))
 
 
 def kernel_grad(lhs, g, spec: ConvSpec):
@@ -256,14 +271,13 @@ def kernel_grad(lhs, g, spec: ConvSpec):
     )
     if (
         B == 1
-        and I == 1
         and G > 1
         and n > 0
         and all(d == 1 for d in spec.lhs_dilation)
         and len(_taps(spec)) > 1
     ):
-        dw = _blocked_depthwise_kernel_grad(x, gg_all[..., 0, :], spec, acc_dtype)
-        dw = dw.reshape(spec.window + (1, G * Og))
+        dw = _blocked_grouped_kernel_grad(x, gg_all[..., 0, :], spec, acc_dtype)
+        dw = jnp.swapaxes(dw, -3, -2).reshape(spec.window + (I, G * Og))
         return _from_channels_last_rhs(dw, spec).astype(spec.rhs_dtype)
     parts = {}
     for tap, xt, gg in _tap_pairs(x, gg_all, spec):
