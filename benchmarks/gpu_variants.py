@@ -16,7 +16,8 @@ as the reference. The variants:
   depthwise column).
 
 Usage: ``python benchmarks/gpu_variants.py --out DIR`` (GPU), or ``--dry-run`` (CPU,
-interpret mode, tiny shapes). Writes ``gpu_variants_<card>.json`` and ``.md``.
+interpret mode, tiny shapes). Each variant runs in a child process of its own and writes
+``gpu_variants_<card>_<variant>.json`` and ``.md`` (each with its own lax rows).
 """
 
 from __future__ import annotations
@@ -103,6 +104,32 @@ BACKWARD = ("fma", "blockdiag_below8", "blockdiag16", "blockdiag_dw16")
 FAMILIES = ("resnext50_grouped", "mobilenetv2_depthwise")
 
 
+def _one_process_per_variant(args, argv: list[str]) -> int:
+    """Run each variant in a child process of its own (``--variants V --tag _V``): on
+    jax 0.11.2 a second variant timed in the same process ran the first variant's
+    kernels (NOTES.md, the void tile sweep), so nothing traced under one variant's knobs
+    may be reachable from the next."""
+    import subprocess
+
+    base, skip = [], False
+    for a in argv:  # drop the parent's --variants and --tag lists
+        if a in ("--variants", "--tag"):
+            skip = True
+            continue
+        if skip and not a.startswith("--"):
+            continue
+        skip = False
+        base.append(a)
+    start, worst = time.perf_counter(), 0
+    for name in args.variants:
+        if time.perf_counter() - start > args.budget:
+            print(f"{name}: skipped (time budget spent)", flush=True)
+            continue
+        cmd = [sys.executable, __file__, *base, "--variants", name, "--tag", f"{args.tag}_{name}"]
+        worst = max(worst, subprocess.run(cmd).returncode)
+    return worst
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true")
@@ -113,7 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--budget", type=float, default=1e9, help="seconds; later variants skipped")
     parser.add_argument("--tag", default="", help="suffix of the output file names")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="time several variants in this process (default: one child process each)",
+    )
     args = parser.parse_args(argv)
+    if len(args.variants) > 1 and not args.in_process:
+        return _one_process_per_variant(args, argv if argv is not None else sys.argv[1:])
     if args.dry_run:
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
     gc = _gpu_check()
