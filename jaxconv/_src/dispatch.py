@@ -79,16 +79,16 @@ def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
     The rule comes from the CPU benchmarks in ``benchmarks/results/`` (the table is
     ``benchmarks/results/cpu_float32_auto_choice.md``, also in the README). On the CPU:
 
-    * a window of at least 121 taps (11x11 and up): ``fft`` (RepLKNet's 31x31: 20-45x
+    * a window of at least 121 taps (11x11 and up): ``fft`` (RepLKNet's 31x31: 16-47x
       lax), then ``xla`` (integer inputs, which fft does not take);
     * feature groups of at most 8 input channels each (depthwise, ResNeXt stages 1-2):
-      ``taps`` (fused multiply-adds without a padded copy: 4-48x lax forward, 4-83x
-      forward+backward);
+      ``taps`` (fused multiply-adds without a padded copy: 3.9-69x lax forward,
+      9.9-181x forward+backward);
     * input-dilated (transposed) convolutions, and groups of more than 8 channels:
       ``xla_taps_grad`` (an XLA forward: sub-pixel phases for transposed layers, lax
-      for groups; taps' gradients, 11-62x faster than lax's forward+backward);
-    * 1x1 (pointwise) convolutions: ``xla_taps_grad`` (the forward is one dot, 1.3-3.6x
-      lax's; the kernel gradient one matmul: 1.3-2.5x forward+backward);
+      for groups; taps' gradients, 11-54x faster than lax's forward+backward);
+    * 1x1 (pointwise) convolutions: ``xla_taps_grad`` (the forward is one dot, 1.2-2.4x
+      lax's; the kernel gradient one matmul: 1.5-3.0x forward+backward);
     * everything else (dense, 1-D dilated, batch groups): ``xla``.
 
     On GPU and TPU, ``xla`` (cuDNN / the TPU convolution emitter) is the default.
