@@ -548,3 +548,26 @@ def test_gpu_check_script_dry_run(tmp_path):
     }
     assert all(r["median_s"] > 0 and r["speedup_vs_lax"] > 0 for r in rows)
     assert "| unet_transposed |" in (tmp_path / "gpu_check_dryrun.md").read_text()
+
+
+def test_gpu_variants_script_dry_run(tmp_path):
+    """``benchmarks/gpu_variants.py --dry-run`` times one variant against lax on the tiny
+    grouped and depthwise layers (interpret mode here), checks each forward, and writes
+    its JSON and table."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_variants.py"
+    module_spec = importlib.util.spec_from_file_location("gpu_variants", path)
+    gpu_variants = importlib.util.module_from_spec(module_spec)
+    sys.modules["gpu_variants"] = gpu_variants
+    module_spec.loader.exec_module(gpu_variants)
+    argv = ["--dry-run", "--variants", "blockdiag32", "--repeats", "1", "--out", str(tmp_path)]
+    assert gpu_variants.main(argv) == 0
+    rows = json.loads((tmp_path / "gpu_variants_dryrun.json").read_text())["rows"]
+    assert {r["variant"] for r in rows} == {"lax", "blockdiag32"}
+    forward = [r for r in rows if r["mode"] == "forward"]
+    assert forward and all(r["relative_error"] < 1e-2 for r in forward)
+    assert "| g32_56x56x128 | forward |" in (tmp_path / "gpu_variants_dryrun.md").read_text()
