@@ -107,6 +107,14 @@ LAYERS = [
 IMPLEMENTATIONS = ("pallas_triton", "xla")
 
 
+def card_tag(device, dry_run: bool) -> str:
+    """The card's name as a file-name part (``nvidia_h100_80gb_hbm3``; ``dryrun``)."""
+    if dry_run:
+        return "dryrun"
+    kind = getattr(device, "device_kind", str(device))
+    return "".join(c if c.isalnum() else "_" for c in kind).strip("_").lower()
+
+
 def _useful_flops(spec) -> float:
     """2 x multiply-adds that touch real input samples (input-dilation zeros excluded)."""
     return spec.cost()["flops"] / math.prod(spec.lhs_dilation)
@@ -198,6 +206,7 @@ class Case:
     lowered: object = None
     compiled: object = None
     compile_s: float = 0.0
+    flops: float = 0.0
     error: str | None = None
     trace: str | None = None
 
@@ -271,7 +280,7 @@ def compile_cases(cases: list[Case], threads: int) -> None:
 
     for case in cases:
         try:
-            fn, shapes, _ = _function(case)
+            fn, shapes, case.flops = _function(case)
             case.lowered = fn.lower(*shapes)
         except Exception as e:  # recorded, so one failure does not hide others
             case.error = f"{type(e).__name__}: {str(e)[:300]}"
@@ -294,7 +303,7 @@ def compile_cases(cases: list[Case], threads: int) -> None:
 
 def bench_case(case: Case, repeats: int) -> dict:
     """Median time of one compiled row."""
-    _, _, flops = _function(case)
+    flops = case.flops
     peak = None
     try:
         mem = case.compiled.memory_analysis()
@@ -506,11 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": time.perf_counter() - start,
     }
     result["targets"] = summarise(rows, mm)
-    tag = (
-        "dryrun"
-        if args.dry_run
-        else "".join(c if c.isalnum() else "_" for c in result["device"]).strip("_").lower()
-    )
+    tag = card_tag(device, args.dry_run)
     (out_dir / f"gpu_check_{tag}.json").write_text(json.dumps(result, indent=1, default=str))
     md = table(result)
     (out_dir / f"gpu_check_{tag}.md").write_text(md)

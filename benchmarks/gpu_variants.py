@@ -209,11 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         ref = lax_ms.get((r["layer"], r["mode"]))
         r["speedup_vs_lax"] = ref / r["median_s"] if ref and "median_s" in r else None
     device = jax.devices()[0]
-    tag = (
-        "dryrun"
-        if args.dry_run
-        else "".join(c if c.isalnum() else "_" for c in device.device_kind).strip("_").lower()
-    ) + args.tag
+    tag = gc.card_tag(device, args.dry_run) + args.tag
     args.out.mkdir(parents=True, exist_ok=True)
     result = {
         "device": getattr(device, "device_kind", str(device)),

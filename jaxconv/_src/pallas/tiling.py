@@ -195,8 +195,7 @@ def geometry(spec: ConvSpec) -> Geometry:
     if form == "forward":
         G, I = spec.feature_group_count, spec.rhs_in_features
         Og = spec.out_features // G
-        gpb = groups_per_block(G, I, Og)
-        variant = "dot" if min(I, Og) >= DOT_MIN_CHANNELS or gpb > 1 else "fma"
+        variant, gpb = _variant(G, I, Og)
         return Geometry(
             form,
             variant,
@@ -212,8 +211,7 @@ def geometry(spec: ConvSpec) -> Geometry:
     B = spec.batch_group_count
     Nb = spec.batch
     Og = spec.out_features // B
-    gpb = groups_per_block(B, Nb // B, Og)
-    variant = "dot" if min(Nb // B, Og) >= DOT_MIN_CHANNELS or gpb > 1 else "fma"
+    variant, gpb = _variant(B, Nb // B, Og)
     return Geometry(
         form,
         variant,
@@ -240,6 +238,15 @@ def groups_per_block(groups: int, in_per_group: int, out_per_group: int) -> int:
         return 1
     gpb = min(groups, max(1, BLOCKDIAG_LANES // small), BLOCKDIAG_MAX_TILE // large)
     return max(1, gpb)
+
+
+def _variant(groups: int, in_per_group: int, out_per_group: int) -> tuple[str, int]:
+    """``(variant, groups_per_block)`` of either formulation: the matrix unit when both
+    per-group sides reach :data:`DOT_MIN_CHANNELS` or several groups share a tile,
+    multiply-adds otherwise."""
+    gpb = groups_per_block(groups, in_per_group, out_per_group)
+    dot = min(in_per_group, out_per_group) >= DOT_MIN_CHANNELS or gpb > 1
+    return ("dot" if dot else "fma"), gpb
 
 
 # --------------------------------------------------------------------------------------
@@ -331,6 +338,21 @@ def rem(index, size: int):
     if size == 1:
         return jnp.zeros_like(index)
     return lax.rem(index, jnp.asarray(size, jnp.result_type(index)))
+
+
+def group_lanes_ok(lane, first_group, per_group: int, gpb: int, total: int):
+    """Which channel ``lane`` s (offsets within a block of ``gpb`` groups starting at
+    group ``first_group``, ``per_group`` channels each) exist: inside the block and,
+    for the last block, below ``total`` channels."""
+    if gpb == 1:
+        return lane < per_group
+    return (lane < gpb * per_group) & (first_group * per_group + lane < total)
+
+
+def same_group(rows, per_row: int, cols, per_col: int):
+    """``(len(rows), len(cols))`` mask of lane pairs in the same group of a block: the
+    block-diagonal of a tile spanning several groups."""
+    return div(rows, per_row)[:, None] == div(cols, per_col)[None, :]
 
 
 def unravel(index, sizes: tuple[int, ...]):

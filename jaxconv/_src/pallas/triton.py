@@ -55,11 +55,13 @@ from jaxconv._src.pallas.tiling import (
     Geometry,
     cdiv,
     div,
+    group_lanes_ok,
     input_pixel,
     output_rows,
     phase_tap,
     rem,
     safe,
+    same_group,
     unravel,
 )
 from jaxconv._src.spec import ConvSpec
@@ -171,7 +173,7 @@ def _forward_dot(geom: Geometry, blk: Blocks, precision, activation, has_bias, m
         n, p, m, m_ok, ph = output_rows(geom, div(pl.program_id(0), nmb), j)
         o_loc = ob * blk.n + jnp.arange(blk.n)  # channel within the block's outputs
         o = g0 * Og + o_loc
-        o_ok = o_loc < Og if gpb == 1 else (o_loc < gpb * Og) & (o < O)
+        o_ok = group_lanes_ok(o_loc, g0, Og, gpb, O)
 
         def body(it, acc):
             step, kb = div(it, nkb), rem(it, nkb)
@@ -179,13 +181,10 @@ def _forward_dot(geom: Geometry, blk: Blocks, precision, activation, has_bias, m
             pix, valid = input_pixel(geom, p, tap)
             valid = valid & tap_ok
             c = kb * blk.k + jnp.arange(blk.k)  # channel within the block's inputs
-            if gpb == 1:
-                c_ok = c < I
-                w_row, wm = c, c_ok[:, None] & o_ok[None, :]
-            else:
-                c_ok = (c < gpb * I) & (g0 * I + c < C)
-                same_group = div(c, I)[:, None] == div(o_loc, Og)[None, :]
-                w_row, wm = rem(c, I), c_ok[:, None] & o_ok[None, :] & same_group
+            c_ok = group_lanes_ok(c, g0, I, gpb, C)
+            w_row, wm = c, c_ok[:, None] & o_ok[None, :]
+            if gpb > 1:  # block-diagonal kernel tile
+                w_row, wm = rem(c, I), wm & same_group(c, I, o_loc, Og)
             xm = (valid & m_ok)[:, None] & c_ok[None, :]
             x = mem.load(x_ref, (n * geom.in_pixels + pix)[:, None] * C + (g0 * I + c)[None, :], xm)
             w = mem.load(w_ref, (t * I + w_row)[:, None] * O + o[None, :], wm)
@@ -274,11 +273,8 @@ def _weight_grad_dot(geom: Geometry, blk: Blocks, precision, mem: _Memory):
         b = bb * blk.n + jnp.arange(blk.n)  # batch channel within the block's groups
         o_loc = ob * blk.o + jnp.arange(blk.o)
         o = g0 * Og + o_loc
-        if gpb == 1:
-            b_ok, o_ok = b < Nbg, o_loc < Og
-        else:
-            b_ok = (b < gpb * Nbg) & (g0 * Nbg + b < Nb)
-            o_ok = (o_loc < gpb * Og) & (o < O)
+        b_ok = group_lanes_ok(b, g0, Nbg, gpb, Nb)
+        o_ok = group_lanes_ok(o_loc, g0, Og, gpb, O)
 
         def body(it, acc):
             r_ok, w_row, x_row, valid = _reduction_rows(geom, blk, split, it, q_coords)
@@ -298,7 +294,7 @@ def _weight_grad_dot(geom: Geometry, blk: Blocks, precision, mem: _Memory):
         keep = b_ok[:, None] & o_ok[None, :]
         b_in = b
         if gpb > 1:  # the diagonal blocks: batch channel and output in the same group
-            keep = keep & (div(b, Nbg)[:, None] == div(o_loc, Og)[None, :])
+            keep = keep & same_group(b, Nbg, o_loc, Og)
             b_in = rem(b, Nbg)
         mem.store(
             y_ref,
