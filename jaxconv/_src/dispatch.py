@@ -167,11 +167,14 @@ def run(lhs, rhs, spec: ConvSpec, implementation: Any = None, *, bias=None, acti
 
 
 def _register_builtins() -> None:
-    from jaxconv._src.impl import fft, im2col, taps, xla
+    from jaxconv._src.impl import cpu_direct, fft, im2col, taps, xla
 
     for mod in (xla, im2col, taps, fft):
         register(Implementation(mod.NAME, mod.conv, mod.supports))
     register(Implementation(taps.XLA_TAPS_GRAD, taps.xla_taps_grad_conv, taps.supports))
+    register(
+        Implementation(cpu_direct.NAME, cpu_direct.conv, cpu_direct.supports, platforms=("cpu",))
+    )
     from jaxconv._src import autotune
 
     register(Implementation(autotune.NAME, autotune.conv, autotune.supports))

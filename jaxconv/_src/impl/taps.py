@@ -358,12 +358,13 @@ def _xla_forward(lhs, rhs, spec: ConvSpec):
     return W.from_channels_last(y.astype(spec.out_dtype), spec)
 
 
-def bilinear_primitive(name: str, forward_fn):
+def bilinear_primitive(name: str, forward_fn, kernel_grad_fn=None):
     """A primitive computing ``forward_fn(lhs, rhs, spec)``, bilinear in (lhs, rhs): its
     JVP is itself on the tangents; its transposes are the input gradient (itself on
-    the transposed spec of :mod:`jaxconv._src.autodiff`) and :func:`kernel_grad`. So
-    jvp, grad, jacfwd, jacrev, hessian and gradients of gradients all run on it.
-    Returns ``conv(lhs, rhs, spec)``."""
+    the transposed spec of :mod:`jaxconv._src.autodiff`) and ``kernel_grad_fn(lhs, g,
+    spec)`` (default :func:`kernel_grad`). So jvp, grad, jacfwd, jacrev, hessian and
+    gradients of gradients all run on it. Returns ``conv(lhs, rhs, spec)``."""
+    kernel_grad_fn = kernel_grad_fn or kernel_grad
     prim = core.Primitive(name)
 
     def conv_fn(lhs, rhs, spec: ConvSpec):
@@ -391,7 +392,7 @@ def bilinear_primitive(name: str, forward_fn):
             )
         if ad.is_undefined_primal(lhs):
             return autodiff.lhs_grad(ct, rhs, spec, conv_fn), None
-        return None, kernel_grad(lhs, ct, spec)
+        return None, kernel_grad_fn(lhs, ct, spec)
 
     def batched(args, dims, *, spec: ConvSpec):
         # the forward computation vmapped (its gradients then come from plain autodiff

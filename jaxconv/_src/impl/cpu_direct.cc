@@ -1,0 +1,387 @@
+// "cpu_direct": grouped and depthwise convolution computed directly on the CPU, called
+// from XLA through its FFI (jaxconv/_src/impl/cpu_direct.py builds and registers it).
+//
+// Layout (prepared by the Python side): the groups are the innermost axis, padded to a
+// multiple of 16 lanes (Gp), so that one vector holds one value of 16 groups and every
+// group does the same arithmetic in its own lane:
+//
+//   x  (N, D, H, W, Cg, Gp)       input, Cg input channels per group
+//   w  (KD, KH, KW, Cg, M, Gp)    kernel, M output channels per group
+//   y  (N, OD, OH, OW, M, Gp)     output
+//
+// Lower-rank convolutions arrive with size-1 leading spatial axes. The geometry is one
+// int64 attribute `geom` (see `Geom`). Input (lhs) dilation is handled by index
+// arithmetic (no zeros are read), so the input gradient of a strided convolution runs
+// here too; taps that fall in the padding are skipped (a 31x31 kernel on a 14x14 input
+// does the work of the 14x14 taps it can reach).
+//
+// Work is split over output rows (n, od, oh) and run on XLA's intra-op thread pool.
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr int kLanes = 16;
+typedef float v16 __attribute__((vector_size(kLanes * sizeof(float))));
+
+inline v16 load(const float* p) {
+  v16 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof(v)); }
+
+struct Geom {
+  int64_t N, D, H, W, Cg, Gp, KD, KH, KW, M, OD, OH, OW;
+  int64_t sd, sh, sw;  // window strides
+  int64_t pd, ph, pw;  // low pads (may be negative: crops)
+  int64_t rd, rh, rw;  // kernel (rhs) dilation
+  int64_t ld, lh, lw;  // input (lhs) dilation
+};
+constexpr int64_t kGeomSize = 25;
+
+// Position in the undilated input read by output `o` through tap `k`, or -1.
+inline int64_t input_index(int64_t o, int64_t k, int64_t s, int64_t p, int64_t r,
+                           int64_t l, int64_t size) {
+  int64_t q = o * s + k * r - p;
+  if (q < 0) return -1;
+  if (l != 1) {
+    if (q % l) return -1;
+    q /= l;
+  }
+  return q < size ? q : -1;
+}
+
+// Runs body(i) for i in [0, n) on the calling thread and the pool's threads; returns
+// when all are done. Chunks are claimed from a shared counter, so a task the pool
+// starts late (or never) only finds nothing left to do.
+template <typename Pool, typename Body>
+void parallel_for(Pool& pool, int64_t n, const Body& body) {
+  struct State {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+  };
+  auto state = std::make_shared<State>();
+  int64_t helpers = std::min<int64_t>(pool.num_threads(), n) - 1;
+  auto work = [state, n, &body]() {
+    for (int64_t i; (i = state->next.fetch_add(1)) < n;) {
+      body(i);
+      state->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  // `body` is only touched for claimed chunks, and every chunk is done before return.
+  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([work]() { work(); });
+  work();
+  while (state->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
+}
+
+// ----------------------------------------------------------------------------------
+// Forward: P output columns x MB output channels (of one 16-group vector) per block.
+
+// One kernel tap of an output row: the input row it reads (column 0 shifted by the
+// tap's column offset kw * rw), its kernel slice, and kw (for the edge columns).
+struct Tap {
+  const float* x;
+  const float* w;
+  int64_t kw;
+};
+
+template <int P, int MB, int GB>
+void forward_block(const Geom& g, const std::vector<Tap>& taps, const float* zeros,
+                   float* y_row, int64_t ow0, int64_t m0, int64_t gv0) {
+  const int64_t CgGp = g.Cg * g.Gp, MGp = g.M * g.Gp;
+  v16 acc[P][MB][GB];
+  for (int p = 0; p < P; ++p)
+    for (int mb = 0; mb < MB; ++mb)
+      for (int b = 0; b < GB; ++b) acc[p][mb][b] = v16{};
+  const int64_t np = std::min<int64_t>(P, g.OW - ow0);
+  const int64_t first = ow0 * g.sw - g.pw;  // dilated input column of (ow0, kw = 0)
+  const bool interior = g.lw == 1 && np == P && first >= 0 &&
+                        first + (P - 1) * g.sw + (g.KW - 1) * g.rw < g.W;
+  const int64_t xstep = g.sw * CgGp, lane0 = gv0 * kLanes, wlane0 = m0 * g.Gp + lane0;
+  for (const Tap& t : taps) {
+    const float* xp[P];
+    if (interior) {
+      const float* base = t.x + first * CgGp + lane0;
+      for (int p = 0; p < P; ++p) xp[p] = base + p * xstep;
+    } else {
+      bool any = false;
+      const float* row = t.x - t.kw * g.rw * CgGp;
+      for (int p = 0; p < P; ++p) {
+        int64_t iw = p < np ? input_index(ow0 + p, t.kw, g.sw, g.pw, g.rw, g.lw, g.W) : -1;
+        xp[p] = iw >= 0 ? row + iw * CgGp + lane0 : zeros;
+        any |= iw >= 0;
+      }
+      if (!any) continue;
+    }
+    {
+      const float* wp = t.w + wlane0;
+      if (MB == 1) {  // each input vector is used once: multiply-add straight from memory
+        for (int64_t ci = 0; ci < g.Cg; ++ci)
+          for (int b = 0; b < GB; ++b) {
+            const v16 wv = load(wp + ci * MGp + b * kLanes);
+            for (int p = 0; p < P; ++p)
+              acc[p][0][b] += load(xp[p] + ci * g.Gp + b * kLanes) * wv;
+          }
+      } else {
+        // the MB x GB kernel vectors of an input channel stay in registers for P columns
+        for (int64_t ci = 0; ci < g.Cg; ++ci) {
+          v16 wv[MB][GB];
+          const float* wc = wp + ci * MGp;
+          for (int mb = 0; mb < MB; ++mb)
+            for (int b = 0; b < GB; ++b) wv[mb][b] = load(wc + mb * g.Gp + b * kLanes);
+          for (int p = 0; p < P; ++p)
+            for (int b = 0; b < GB; ++b) {
+              const v16 xv = load(xp[p] + ci * g.Gp + b * kLanes);
+              for (int mb = 0; mb < MB; ++mb) acc[p][mb][b] += xv * wv[mb][b];
+            }
+        }
+      }
+    }
+  }
+  for (int64_t p = 0; p < np; ++p)
+    for (int mb = 0; mb < MB; ++mb)
+      for (int b = 0; b < GB; ++b)
+        store(y_row + (ow0 + p) * MGp + (m0 + mb) * g.Gp + (gv0 + b) * kLanes, acc[p][mb][b]);
+}
+
+template <int P, int MB, int GB>
+void forward_row(const Geom& g, const float* x, const float* w, const float* zeros,
+                 float* y, int64_t row) {
+  const int64_t oh = row % g.OH, od = (row / g.OH) % g.OD, n = row / (g.OH * g.OD);
+  const int64_t CgGp = g.Cg * g.Gp;
+  std::vector<Tap> taps;
+  for (int64_t kd = 0; kd < g.KD; ++kd) {
+    int64_t id = input_index(od, kd, g.sd, g.pd, g.rd, g.ld, g.D);
+    if (id < 0) continue;
+    for (int64_t kh = 0; kh < g.KH; ++kh) {
+      int64_t ih = input_index(oh, kh, g.sh, g.ph, g.rh, g.lh, g.H);
+      if (ih < 0) continue;
+      const float* x_row = x + ((n * g.D + id) * g.H + ih) * g.W * CgGp;
+      for (int64_t kw = 0; kw < g.KW; ++kw)
+        taps.push_back({x_row + kw * g.rw * CgGp,
+                        w + (((kd * g.KH + kh) * g.KW + kw) * g.Cg) * g.M * g.Gp, kw});
+    }
+  }
+  float* y_row = y + row * g.OW * g.M * g.Gp;
+  if (taps.empty()) {
+    std::fill(y_row, y_row + g.OW * g.M * g.Gp, 0.0f);
+    return;
+  }
+  // Columns [lo, hi) read every tap inside the input (blocks of P take the fast path
+  // there); the edge columns, and all of an input-dilated row, go one at a time.
+  int64_t lo = g.OW, hi = g.OW;
+  if (g.lw == 1) {
+    lo = g.pw > 0 ? (g.pw + g.sw - 1) / g.sw : 0;
+    const int64_t last = g.W - 1 + g.pw - (g.KW - 1) * g.rw;  // largest ow * sw allowed
+    hi = last < 0 ? 0 : std::min<int64_t>(g.OW, last / g.sw + 1);
+    if (hi < lo) hi = lo;
+  }
+  auto columns = [&](int64_t m0, int64_t gv0) {
+    int64_t ow = 0;
+    for (; ow < std::min(lo, g.OW); ++ow)
+      forward_block<1, MB, GB>(g, taps, zeros, y_row, ow, m0, gv0);
+    for (; ow + P <= hi; ow += P) forward_block<P, MB, GB>(g, taps, zeros, y_row, ow, m0, gv0);
+    for (; ow < g.OW; ++ow) forward_block<1, MB, GB>(g, taps, zeros, y_row, ow, m0, gv0);
+  };
+  const int64_t gvs = g.Gp / kLanes;
+  if (g.Cg * g.M == 1) {
+    // depthwise: a pixel's channels are contiguous; sweep them innermost
+    int64_t ow = 0;
+    auto one = [&](int64_t ow) {
+      for (int64_t gv0 = 0; gv0 < gvs; gv0 += GB)
+        forward_block<1, MB, GB>(g, taps, zeros, y_row, ow, 0, gv0);
+    };
+    for (; ow < std::min(lo, g.OW); ++ow) one(ow);
+    for (; ow + P <= hi; ow += P)
+      for (int64_t gv0 = 0; gv0 < gvs; gv0 += GB)
+        forward_block<P, MB, GB>(g, taps, zeros, y_row, ow, 0, gv0);
+    for (; ow < g.OW; ++ow) one(ow);
+  } else {
+    // groups with several channels: keep one vector's kernel slice hot, sweep columns
+    for (int64_t gv0 = 0; gv0 < gvs; gv0 += GB)
+      for (int64_t m0 = 0; m0 < g.M; m0 += MB) columns(m0, gv0);
+  }
+}
+
+template <int P, int MB, int GB, typename Pool>
+void forward_all(Pool& pool, const Geom& g, const float* x, const float* w,
+                 float* y) {
+  std::vector<float> zeros(g.Cg * g.Gp, 0.0f);
+  const float* z = zeros.data();
+  parallel_for(pool, g.N * g.OD * g.OH,
+               [&](int64_t row) { forward_row<P, MB, GB>(g, x, w, z, y, row); });
+}
+
+bool read_geom(ffi::Span<const int64_t> attr, Geom* g) {
+  if (attr.size() != kGeomSize) return false;
+  std::memcpy(g, attr.begin(), sizeof(Geom));
+  return g->Gp % kLanes == 0;
+}
+
+// The forward convolution, its register blocking chosen by the group shape.
+template <typename Pool>
+void run_forward(Pool& pool, const Geom& g, const float* xp, const float* wp, float* yp) {
+  const int64_t gvs = g.Gp / kLanes;
+  if (g.Cg * g.M == 1) {  // depthwise: several vectors of groups per block
+    if (gvs % 4 == 0)
+      forward_all<4, 1, 4>(pool, g, xp, wp, yp);
+    else if (gvs % 3 == 0)
+      forward_all<4, 1, 3>(pool, g, xp, wp, yp);
+    else if (gvs % 2 == 0)
+      forward_all<8, 1, 2>(pool, g, xp, wp, yp);
+    else
+      forward_all<8, 1, 1>(pool, g, xp, wp, yp);
+  } else if (g.M % 4 == 0) {
+    forward_all<4, 4, 1>(pool, g, xp, wp, yp);
+  } else if (g.M % 2 == 0) {
+    forward_all<8, 2, 1>(pool, g, xp, wp, yp);
+  } else {
+    forward_all<8, 1, 1>(pool, g, xp, wp, yp);
+  }
+}
+
+// ----------------------------------------------------------------------------------
+// Kernel gradient: dw[tap, ci, m, :] = sum over (n, output position) of
+// x[input position of the tap, ci, :] * dy[output position, m, :]. Each chunk of output
+// rows accumulates into its own buffer; the buffers are summed at the end. No input
+// dilation here (the Python side falls back for it).
+
+template <int CB, int MB>
+void kgrad_span(const Geom& g, const float* x_row, const float* dy_row, float* dw_tap,
+                int64_t lo, int64_t hi, int64_t kw, int64_t gv) {
+  const int64_t CgGp = g.Cg * g.Gp, MGp = g.M * g.Gp;
+  const int64_t first = kw * g.rw - g.pw;
+  for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
+    for (int64_t m0 = 0; m0 < g.M; m0 += MB) {
+      v16 acc[CB][MB];
+      for (int c = 0; c < CB; ++c)
+        for (int m = 0; m < MB; ++m) acc[c][m] = v16{};
+      for (int64_t ow = lo; ow < hi; ++ow) {
+        const float* xb = x_row + (ow * g.sw + first) * CgGp + ci0 * g.Gp + gv * kLanes;
+        const float* db = dy_row + ow * MGp + m0 * g.Gp + gv * kLanes;
+        v16 xv[CB], dv[MB];
+        for (int c = 0; c < CB; ++c) xv[c] = load(xb + c * g.Gp);
+        for (int m = 0; m < MB; ++m) dv[m] = load(db + m * g.Gp);
+        for (int c = 0; c < CB; ++c)
+          for (int m = 0; m < MB; ++m) acc[c][m] += xv[c] * dv[m];
+      }
+      for (int c = 0; c < CB; ++c)
+        for (int m = 0; m < MB; ++m) {
+          float* out = dw_tap + ((ci0 + c) * g.M + m0 + m) * g.Gp + gv * kLanes;
+          store(out, load(out) + acc[c][m]);
+        }
+    }
+  }
+}
+
+template <int CB, int MB>
+void kgrad_row(const Geom& g, const float* x, const float* dy, float* dw, int64_t row) {
+  const int64_t oh = row % g.OH, od = (row / g.OH) % g.OD, n = row / (g.OH * g.OD);
+  const int64_t CgGp = g.Cg * g.Gp, tap_size = g.Cg * g.M * g.Gp;
+  const float* dy_row = dy + row * g.OW * g.M * g.Gp;
+  for (int64_t kd = 0; kd < g.KD; ++kd) {
+    int64_t id = input_index(od, kd, g.sd, g.pd, g.rd, 1, g.D);
+    if (id < 0) continue;
+    for (int64_t kh = 0; kh < g.KH; ++kh) {
+      int64_t ih = input_index(oh, kh, g.sh, g.ph, g.rh, 1, g.H);
+      if (ih < 0) continue;
+      const float* x_row = x + ((n * g.D + id) * g.H + ih) * g.W * CgGp;
+      for (int64_t kw = 0; kw < g.KW; ++kw) {
+        // output columns whose input column ow * sw + kw * rw - pw lies in [0, W)
+        const int64_t off = kw * g.rw - g.pw;
+        int64_t lo = off >= 0 ? 0 : (-off + g.sw - 1) / g.sw;
+        int64_t hi = g.W - 1 - off < 0 ? 0 : (g.W - 1 - off) / g.sw + 1;
+        hi = std::min(hi, g.OW);
+        if (lo >= hi) continue;
+        float* dw_tap = dw + ((kd * g.KH + kh) * g.KW + kw) * tap_size;
+        for (int64_t gv = 0; gv < g.Gp / kLanes; ++gv)
+          kgrad_span<CB, MB>(g, x_row, dy_row, dw_tap, lo, hi, kw, gv);
+      }
+    }
+  }
+}
+
+template <int CB, int MB, typename Pool>
+void kgrad_all(Pool& pool, const Geom& g, const float* x, const float* dy,
+               float* dw) {
+  const int64_t rows = g.N * g.OD * g.OH;
+  const int64_t size = g.KD * g.KH * g.KW * g.Cg * g.M * g.Gp;
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), rows));
+  std::vector<std::vector<float>> partial(chunks);
+  parallel_for(pool, chunks, [&](int64_t c) {
+    std::vector<float>& acc = partial[c];
+    acc.assign(size, 0.0f);
+    for (int64_t row = rows * c / chunks; row < rows * (c + 1) / chunks; ++row)
+      kgrad_row<CB, MB>(g, x, dy, acc.data(), row);
+  });
+  std::copy(partial[0].begin(), partial[0].end(), dw);
+  for (int64_t c = 1; c < chunks; ++c)
+    for (int64_t i = 0; i < size; ++i) dw[i] += partial[c][i];
+}
+
+template <int CB, typename Pool>
+void kgrad_m(Pool& pool, const Geom& g, const float* x, const float* dy,
+             float* dw) {
+  if (g.M % 4 == 0)
+    kgrad_all<CB, 4>(pool, g, x, dy, dw);
+  else if (g.M % 2 == 0)
+    kgrad_all<CB, 2>(pool, g, x, dy, dw);
+  else
+    kgrad_all<CB, 1>(pool, g, x, dy, dw);
+}
+
+template <typename Pool>
+void run_kernel_grad(Pool& pool, const Geom& g, const float* xp, const float* dp, float* wp) {
+  if (g.Cg % 4 == 0)
+    kgrad_m<4>(pool, g, xp, dp, wp);
+  else if (g.Cg % 2 == 0)
+    kgrad_m<2>(pool, g, xp, dp, wp);
+  else
+    kgrad_m<1>(pool, g, xp, dp, wp);
+}
+
+ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                   ffi::ResultBuffer<ffi::F32> y, ffi::Span<const int64_t> geom) {
+  Geom g;
+  if (!read_geom(geom, &g)) return ffi::Error::InvalidArgument("cpu_direct: bad geometry");
+  run_forward(pool, g, x.typed_data(), w.typed_data(), y->typed_data());
+  return ffi::Error::Success();
+}
+
+ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                      ffi::ResultBuffer<ffi::F32> dw, ffi::Span<const int64_t> geom) {
+  Geom g;
+  if (!read_geom(geom, &g) || g.ld != 1 || g.lh != 1 || g.lw != 1)
+    return ffi::Error::InvalidArgument("cpu_direct: bad kernel-gradient geometry");
+  run_kernel_grad(pool, g, x.typed_data(), dy.typed_data(), dw->typed_data());
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxconvCpuDirectForward, Forward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<ffi::Span<const int64_t>>("geom"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxconvCpuDirectKernelGrad, KernelGrad,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<ffi::Span<const int64_t>>("geom"));

@@ -1,0 +1,246 @@
+"""``"cpu_direct"``: grouped and depthwise convolution as a direct loop in C++, called
+from XLA:CPU through its FFI.
+
+XLA:CPU has no fast kernel for feature-grouped convolution: lax's depthwise and grouped
+layers run 10-200x slower than PyTorch's on the CPU, and the best XLA formulations
+(:mod:`~jaxconv._src.impl.taps`) still leave small layers at a floor of nine fused loops
+and ResNeXt's 16-channel groups 10x behind (``benchmarks/NOTES.md``). This
+implementation is one C++ loop nest (``cpu_direct.cc``) that keeps 16 groups in the 16
+lanes of a vector, so every group does its own small product in its own lane:
+
+* input ``(N, *spatial, C)`` is laid out as ``(N, *spatial, C/G, G)``, the kernel
+  ``(*window, C/G, O)`` as ``(*window, C/G, O/G, G)``, the output comes back as
+  ``(N, *out, O/G, G)``; the groups axis is padded to a multiple of 16 (XLA transposes,
+  one pass over each operand);
+* each block of output columns x output channels accumulates in registers over the
+  taps that reach the input (taps in the padding are skipped, so a 31x31 kernel on a
+  14x14 input costs what its reachable taps cost) and the input channels of the group;
+* input dilation is index arithmetic (no zeros are read), so the input gradient of a
+  strided layer, a convolution on the transposed spec of :mod:`jaxconv._src.autodiff`,
+  runs in the same loop; the kernel gradient is a second loop (``KernelGrad``);
+* the work is split over output rows on XLA's intra-op thread pool.
+
+Derivatives: the same bilinear primitive as ``"taps"`` (any order, forward and reverse
+mode); the kernel gradient's own derivatives are taps' (exact, slower).
+
+The library is compiled on first use with the system C++ compiler (``$CXX``, else
+``c++``/``g++``/``clang++``; ``-O3 -march=native``), about 4 s, and cached under
+``$JAXCONV_CACHE_DIR`` (default ``~/.cache/jaxconv``) by a hash of the source, the
+flags, jaxlib's version and the processor. Without a compiler, ``supports`` says so and
+the automatic choice moves on. Float32 on the CPU backend only; 1-3 spatial dimensions;
+feature groups only (no batch groups).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import math
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+import numpy as np
+
+from jaxconv._src.impl import taps
+from jaxconv._src.impl import window as W
+from jaxconv._src.spec import ConvSpec
+
+NAME = "cpu_direct"
+#: Groups per vector (the lane count of the C++ kernel).
+LANES = 16
+_SOURCE = Path(__file__).with_name("cpu_direct.cc")
+_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC")
+_TARGETS = {
+    "forward": ("jaxconv_cpu_direct_forward", "JaxconvCpuDirectForward"),
+    "kernel_grad": ("jaxconv_cpu_direct_kernel_grad", "JaxconvCpuDirectKernelGrad"),
+}
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _cpu_id() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return platform.processor()
+
+
+def _cache_dir() -> Path:
+    default = Path.home() / ".cache" / "jaxconv"
+    return Path(os.environ.get("JAXCONV_CACHE_DIR", default))
+
+
+@functools.cache
+def library() -> tuple[ctypes.CDLL | None, str | None]:
+    """``(library, None)`` once compiled, loaded and registered with XLA, else
+    ``(None, reason)``. Compiles at most once per source, flags and machine."""
+    cxx = _compiler()
+    if cxx is None:
+        return None, "no C++ compiler found (set $CXX)"
+    include = jax.ffi.include_dir()
+    key = hashlib.sha256(
+        "\n".join(
+            [
+                _SOURCE.read_text(),
+                " ".join(_FLAGS),
+                cxx,
+                jax.__version__,
+                jaxlib.__version__,
+                include,
+                platform.machine(),
+                _cpu_id(),
+            ]
+        ).encode()
+    ).hexdigest()[:16]
+    path = _cache_dir() / f"cpu_direct-{key}.so"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+        os.close(fd)
+        cmd = [cxx, *_FLAGS, f"-I{include}", str(_SOURCE), "-o", tmp]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            os.unlink(tmp)
+            return None, f"compiling {_SOURCE.name} failed: {done.stderr[-800:]}"
+        os.replace(tmp, path)  # atomic: concurrent first uses each write their own
+    lib = ctypes.cdll.LoadLibrary(str(path))
+    for target, symbol in _TARGETS.values():
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), "cpu")
+    return lib, None
+
+
+def supports(spec: ConvSpec) -> str | None:
+    if jax.default_backend() != "cpu":
+        return f"runs on the CPU backend only (default backend: {jax.default_backend()})"
+    if spec.lhs_dtype != np.float32 or spec.rhs_dtype != np.float32:
+        return f"float32 operands only (got {spec.lhs_dtype}, {spec.rhs_dtype})"
+    if spec.preferred_element_type not in (None, np.dtype(np.float32)):
+        return "float32 accumulation only"
+    if not 1 <= spec.nspatial <= 3:
+        return f"1-3 spatial dimensions (got {spec.nspatial})"
+    if spec.feature_group_count == 1:
+        return "grouped and depthwise convolutions only (feature_group_count > 1)"
+    if spec.batch_group_count != 1:
+        return "no batch groups"
+    return library()[1]
+
+
+def _geometry(x_shape, w_shape, out_spatial, spec: ConvSpec, Gp: int) -> np.ndarray:
+    """The ``Geom`` attribute of ``cpu_direct.cc`` for 3 spatial axes (size-1 leading
+    axes for lower ranks)."""
+    pad = 3 - spec.nspatial
+
+    def three(values, fill):
+        return (fill,) * pad + tuple(values)
+
+    spatial = three(x_shape[1 : 1 + spec.nspatial], 1)
+    window = three(spec.window, 1)
+    out = three(out_spatial, 1)
+    Cg, M = w_shape[-3], w_shape[-2]
+    geom = (
+        (x_shape[0], *spatial, Cg, Gp, *window, M, *out)
+        + three(spec.window_strides, 1)
+        + three((lo for lo, _ in spec.padding), 0)
+        + three(spec.rhs_dilation, 1)
+        + three(spec.lhs_dilation, 1)
+    )
+    return np.asarray(geom, np.int64)
+
+
+def _lanes_last(a, groups: int, Gp: int):
+    """``(..., G * K)`` -> ``(..., K, Gp)``: the groups axis last, padded to ``Gp``."""
+    a = a.reshape(a.shape[:-1] + (groups, a.shape[-1] // groups))
+    a = jnp.swapaxes(a, -1, -2)
+    if Gp != groups:
+        a = jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, Gp - groups)])
+    return a
+
+
+def _lanes_merged(a, groups: int):
+    """``(..., K, Gp)`` -> ``(..., G * K)`` (the inverse of :func:`_lanes_last`)."""
+    a = jnp.swapaxes(a[..., :groups], -1, -2)
+    return a.reshape(a.shape[:-2] + (a.shape[-2] * a.shape[-1],))
+
+
+def _call(target: str, out_shape, *operands, geom):
+    library()  # registers the targets (a no-op after the first call)
+    call = jax.ffi.ffi_call(
+        _TARGETS[target][0],
+        jax.ShapeDtypeStruct(out_shape, jnp.float32),
+        vmap_method="sequential",
+    )
+    return call(*operands, geom=geom)
+
+
+def forward(lhs, rhs, spec: ConvSpec):
+    """The convolution of ``lhs`` and ``rhs`` (in the spec's layouts) by the C++ loop."""
+    G = spec.feature_group_count
+    Gp = -(-G // LANES) * LANES
+    x, w = W.to_channels_last(lhs, rhs, spec)  # (N, *sp, C), (*win, Cg, O)
+    xt = _lanes_last(x, G, Gp)  # (N, *sp, Cg, Gp)
+    wt = _lanes_last(w, G, Gp)  # (*win, Cg, M, Gp)
+    geom = _geometry(xt.shape, wt.shape, spec.out_spatial, spec, Gp)
+    M = spec.out_features // G
+    yt = _call("forward", (spec.batch, *spec.out_spatial, M, Gp), xt, wt, geom=geom)
+    return W.from_channels_last(_lanes_merged(yt, G), spec)
+
+
+def _kernel_grad_direct(lhs, g, spec: ConvSpec):
+    G = spec.feature_group_count
+    Gp = -(-G // LANES) * LANES
+    lhs_spec = spec.dimension_numbers.lhs_spec
+    x = jnp.transpose(lhs, (lhs_spec[0],) + tuple(lhs_spec[2:]) + (lhs_spec[1],))
+    xt = _lanes_last(x.astype(jnp.float32), G, Gp)
+    gt = _lanes_last(taps._to_channels_last_out(g, spec).astype(jnp.float32), G, Gp)
+    M, Cg = spec.out_features // G, spec.rhs_in_features
+    geom = _geometry(xt.shape, (Cg, M, Gp), spec.out_spatial, spec, Gp)
+    dwt = _call("kernel_grad", spec.window + (Cg, M, Gp), xt, gt, geom=geom)
+    dw = _lanes_merged(dwt, G)  # (*win, Cg, O)
+    return taps._from_channels_last_rhs(dw, spec).astype(spec.rhs_dtype)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _kernel_grad_bilinear(lhs, g, spec: ConvSpec):
+    return _kernel_grad_direct(lhs, g, spec)
+
+
+@_kernel_grad_bilinear.defjvp
+def _kernel_grad_jvp(spec, primals, tangents):
+    # bilinear in (lhs, g); the tangent map runs on taps' (differentiable) kernel gradient
+    lhs, g = primals
+    t_lhs, t_g = tangents
+    out = _kernel_grad_bilinear(lhs, g, spec)
+    return out, taps.kernel_grad(t_lhs, g, spec) + taps.kernel_grad(lhs, t_g, spec)
+
+
+def kernel_grad(lhs, g, spec: ConvSpec):
+    """Gradient w.r.t. the kernel: the C++ loop where it applies (no input dilation,
+    float32), else ``"taps"``' kernel gradient."""
+    if supports(spec) is not None or any(d > 1 for d in spec.lhs_dilation) or g.size == 0:
+        return taps.kernel_grad(lhs, g, spec)
+    return _kernel_grad_bilinear(lhs, g, spec)
+
+
+_conv = taps.bilinear_primitive("jaxconv_cpu_direct", forward, kernel_grad)
+
+
+def conv(lhs, rhs, spec: ConvSpec):
+    """The ``"cpu_direct"`` convolution of ``lhs`` and ``rhs`` (in the spec's layouts),
+    differentiable to any order in either mode."""
+    if math.prod(spec.out_shape) == 0:
+        return jnp.zeros(spec.out_shape, spec.out_dtype)
+    return _conv(lhs, rhs, spec)
