@@ -172,9 +172,8 @@ def test_dispatch_auto_works_under_jit_and_grad(x64):
     f = jax.jit(lambda x, w: jnp.sum(jaxconv.conv_general_dilated(x, w, **kw) ** 2))
     g = lambda x, w: jnp.sum(f_lax(kw)(x, w) ** 2)
     close(jax.grad(f, (0, 1))(x, w)[1], jax.grad(g, (0, 1))(x, w)[1])
-    assert (
-        dispatch.auto_order(
-            ConvSpec.create(x.shape, w.shape, (1, 1), "SAME", feature_group_count=2), "cpu"
-        )[0]
-        == "taps"
+    spec = ConvSpec.create(
+        x.shape, w.shape, (1, 1), "SAME", feature_group_count=2, lhs_dtype=x.dtype
     )
+    assert dispatch.auto_order(spec, "cpu")[:2] == ["cpu_direct", "taps"]
+    assert dispatch.select(spec).name == "taps"  # float64: cpu_direct declines

@@ -1,0 +1,198 @@
+"""``"cpu_direct"``: the C++ grouped/depthwise loop called through XLA's FFI, against lax.
+
+Forward, both gradients (the input gradient runs the same loop on the transposed spec,
+input dilation included; the kernel gradient its own loop), forward mode and second
+order, vmap, random configurations, and the reasons it declines a spec."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from jax import lax
+from strategies import conv_specs, random_operands
+
+import jaxconv
+from jaxconv._src import dispatch
+from jaxconv._src.impl import cpu_direct
+from jaxconv._src.reference import reference_conv, relative_error, tolerance
+from jaxconv._src.spec import ConvSpec, default_dimension_numbers
+
+pytestmark = pytest.mark.skipif(
+    cpu_direct.library()[1] is not None, reason=f"cpu_direct unavailable: {cpu_direct.library()[1]}"
+)
+
+# name: (lhs NHWC / NWC / NDHWC, rhs, strides, padding, groups, rhs dilation, lhs dilation)
+CASES = {
+    "depthwise_3x3_s2": ((2, 9, 10, 32), (3, 3, 1, 32), (2, 2), "SAME", 32, None, None),
+    "depthwise_multiplier": ((2, 7, 6, 5), (3, 3, 1, 15), (1, 1), "SAME", 5, None, None),
+    "grouped_16_per_group": ((1, 6, 7, 64), (3, 3, 16, 64), (1, 1), "SAME", 4, None, None),
+    "grouped_strided_dilated": ((2, 9, 10, 64), (3, 3, 4, 64), (2, 1), "SAME", 16, (1, 2), None),
+    "grouped_crops": ((2, 9, 10, 48), (3, 3, 2, 72), (1, 1), ((2, 0), (1, -1)), 24, None, None),
+    "input_dilated_grouped": (
+        (2, 5, 6, 12),
+        (3, 3, 3, 8),
+        (1, 1),
+        ((2, 1), (1, 2)),
+        4,
+        None,
+        (2, 2),
+    ),
+    "depthwise_1d_s3": ((2, 12, 40), (5, 1, 40), (3,), "SAME", 40, None, None),
+    "grouped_3d": ((1, 5, 6, 7, 32), (3, 3, 3, 2, 32), (1, 1, 1), "SAME", 16, None, None),
+    "depthwise_7x7": ((2, 9, 9, 17), (7, 7, 1, 17), (1, 1), "SAME", 17, None, None),
+    "depthwise_31x31_on_5x6": ((1, 5, 6, 16), (31, 31, 1, 16), (1, 1), "SAME", 16, None, None),
+}
+
+
+def _setup(case):
+    xs, ws, strides, padding, groups, rhs_dil, lhs_dil = CASES[case]
+    n = len(xs) - 2
+    spec = ConvSpec.create(
+        xs,
+        ws,
+        strides,
+        padding,
+        lhs_dilation=lhs_dil,
+        rhs_dilation=rhs_dil,
+        dimension_numbers=default_dimension_numbers(n),
+        feature_group_count=groups,
+    )
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(xs), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(ws), jnp.float32)
+    kw = {**spec.lax_kwargs(), "precision": lax.Precision.HIGHEST}
+    ref = lambda x, w: lax.conv_general_dilated(x, w, **kw)
+    return spec, x, w, ref
+
+
+def close(a, b, tol=2e-5):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = max(np.max(np.abs(b)), 1e-30)
+    assert np.max(np.abs(a - b)) / scale <= tol, np.max(np.abs(a - b)) / scale
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_forward_and_gradients_match_lax(case):
+    spec, x, w, ref = _setup(case)
+    assert cpu_direct.supports(spec) is None
+    f = lambda x, w: cpu_direct.conv(x, w, spec)
+    close(jax.jit(f)(x, w), ref(x, w))
+    ct = jnp.asarray(np.random.default_rng(1).standard_normal(spec.out_shape), jnp.float32)
+    loss = lambda fn: lambda x, w: jnp.sum(fn(x, w) * ct)
+    got = jax.jit(jax.grad(loss(f), (0, 1)))(x, w)
+    want = jax.grad(loss(ref), (0, 1))(x, w)
+    for a, b in zip(got, want):
+        close(a, b)
+
+
+def test_the_loops_run_in_the_compiled_program():
+    spec, x, w, _ = _setup("grouped_strided_dilated")
+    f = lambda x, w: jnp.sum(cpu_direct.conv(x, w, spec) ** 2)
+    text = jax.jit(jax.grad(f, (0, 1))).lower(x, w).as_text()
+    # forward, input gradient (the forward loop on the transposed spec), kernel gradient
+    assert text.count("jaxconv_cpu_direct_forward") == 2
+    assert text.count("jaxconv_cpu_direct_kernel_grad") == 1
+
+
+@pytest.mark.parametrize("case", ["depthwise_3x3_s2", "grouped_16_per_group"])
+def test_forward_mode_second_order_and_vmap(case):
+    spec, x, w, ref = _setup(case)
+    f = lambda x, w: cpu_direct.conv(x, w, spec)
+    t = (jnp.cos(x), jnp.sin(w))
+    close(jax.jit(lambda x, w: jax.jvp(f, (x, w), t)[1])(x, w), jax.jvp(ref, (x, w), t)[1])
+    loss = lambda fn: lambda x, w: jnp.sum(jnp.sin(fn(x, w)))
+    mixed = lambda fn: jax.grad(lambda w: jnp.sum(jax.grad(loss(fn))(x, w) ** 2))
+    close(jax.jit(mixed(f))(w), mixed(ref)(w), tol=1e-4)
+    xs = jnp.stack([x, 2 * x, -x])
+    close(jax.vmap(f, (0, None))(xs, w), jax.vmap(ref, (0, None))(xs, w))
+    ws = jnp.stack([w, -w])
+    close(jax.jit(jax.vmap(f, (None, 0)))(x, ws), jax.vmap(ref, (None, 0))(x, ws))
+
+
+@settings(max_examples=40, deadline=None)
+@given(spec=conv_specs(ranks=(1, 2, 3)))
+def test_random_grouped_configurations(spec):
+    assume(spec.feature_group_count > 1 and spec.batch_group_count == 1)
+    x, w = random_operands(spec, 0)
+    out = jax.jit(lambda a, b: dispatch.run(a, b, spec, "cpu_direct"))(x, w)
+    ref = reference_conv(x, w, spec)
+    assert relative_error(out, ref) <= tolerance(spec.out_dtype)
+    # gradients through the dispatch (boundary padding included) against lax's
+    ct = jnp.asarray(np.random.default_rng(2).standard_normal(spec.out_shape), jnp.float32)
+    grad = lambda impl: jax.grad(lambda a, b: jnp.sum(dispatch.run(a, b, spec, impl) * ct), (0, 1))(
+        x, w
+    )
+    for a, b in zip(jax.jit(lambda: grad("cpu_direct"))(), grad("xla")):
+        assert relative_error(a, b) <= 1e-4
+
+
+def test_declines_what_it_does_not_compute():
+    base = ConvSpec.create(
+        (1, 5, 5, 8),
+        (3, 3, 1, 8),
+        (1, 1),
+        "SAME",
+        feature_group_count=8,
+        dimension_numbers=default_dimension_numbers(2),
+    )
+    assert cpu_direct.supports(base) is None
+    assert "float32" in cpu_direct.supports(base.replace(lhs_dtype=np.dtype(jnp.bfloat16)))
+    dense = ConvSpec.create(
+        (1, 5, 5, 8), (3, 3, 8, 4), (1, 1), "SAME", dimension_numbers=default_dimension_numbers(2)
+    )
+    assert "feature_group_count" in cpu_direct.supports(dense)
+    batch = ConvSpec.create(
+        (4, 5, 5, 8),
+        (3, 3, 8, 4),
+        (1, 1),
+        "SAME",
+        batch_group_count=2,
+        dimension_numbers=default_dimension_numbers(2),
+    )
+    assert cpu_direct.supports(batch) is not None
+    with pytest.raises(NotImplementedError, match="cpu_direct: grouped and depthwise"):
+        jaxconv.conv_general_dilated(
+            jnp.ones((1, 5, 5, 8)),
+            jnp.ones((3, 3, 8, 4)),
+            (1, 1),
+            "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            implementation="cpu_direct",
+        )
+
+
+def test_without_a_compiler_it_says_so(monkeypatch, tmp_path):
+    monkeypatch.setattr(cpu_direct, "_compiler", lambda: None)
+    cpu_direct.library.cache_clear()
+    try:
+        lib, reason = cpu_direct.library()
+        assert lib is None and "C++ compiler" in reason
+    finally:
+        monkeypatch.undo()
+        cpu_direct.library.cache_clear()
+    assert cpu_direct.library()[1] is None
+
+
+def test_a_failed_build_reports_the_compiler_error(monkeypatch, tmp_path):
+    bad = tmp_path / "cpu_direct.cc"
+    bad.write_text("this is not C++\n")
+    monkeypatch.setenv("JAXCONV_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(cpu_direct, "_SOURCE", bad)
+    cpu_direct.library.cache_clear()
+    try:
+        lib, reason = cpu_direct.library()
+        assert lib is None and "compiling cpu_direct.cc failed" in reason
+        assert not list((tmp_path / "cache").glob("*.so"))  # nothing half-written is kept
+    finally:
+        monkeypatch.undo()
+        cpu_direct.library.cache_clear()
+
+
+def test_automatic_choice_on_the_cpu_takes_it_for_groups():
+    spec, *_ = _setup("depthwise_3x3_s2")
+    assert jaxconv.auto_order(spec, "cpu")[0] == "cpu_direct"
+    assert jaxconv.auto_order(spec, "gpu") == ["xla"]
+    assert dispatch.select(spec).name == "cpu_direct"
