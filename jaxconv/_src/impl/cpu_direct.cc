@@ -106,12 +106,13 @@ void forward_block(const Geom& g, const std::vector<Tap>& taps, const float* zer
       for (int b = 0; b < GB; ++b) acc[p][mb][b] = v16{};
   const int64_t np = std::min<int64_t>(P, g.OW - ow0);
   const int64_t first = ow0 * g.sw - g.pw;  // dilated input column of (ow0, kw = 0)
-  const bool interior = g.lw == 1 && np == P && first >= 0 &&
-                        first + (P - 1) * g.sw + (g.KW - 1) * g.rw < g.W;
+  const bool unit = g.lw == 1 && np == P;  // input columns first + kw * rw + p * sw
   const int64_t xstep = g.sw * CgGp, lane0 = gv0 * kLanes, wlane0 = m0 * g.Gp + lane0;
   for (const Tap& t : taps) {
     const float* xp[P];
-    if (interior) {
+    const int64_t i0 = first + t.kw * g.rw, i1 = i0 + (P - 1) * g.sw;
+    if (unit && (i1 < 0 || i0 >= g.W)) continue;  // the whole block reads padding
+    if (unit && i0 >= 0 && i1 < g.W) {              // the whole block reads the input
       const float* base = t.x + first * CgGp + lane0;
       for (int p = 0; p < P; ++p) xp[p] = base + p * xstep;
     } else {
@@ -178,39 +179,18 @@ void forward_row(const Geom& g, const float* x, const float* w, const float* zer
     std::fill(y_row, y_row + g.OW * g.M * g.Gp, 0.0f);
     return;
   }
-  // Columns [lo, hi) read every tap inside the input (blocks of P take the fast path
-  // there); the edge columns, and all of an input-dilated row, go one at a time.
-  int64_t lo = g.OW, hi = g.OW;
-  if (g.lw == 1) {
-    lo = g.pw > 0 ? (g.pw + g.sw - 1) / g.sw : 0;
-    const int64_t last = g.W - 1 + g.pw - (g.KW - 1) * g.rw;  // largest ow * sw allowed
-    hi = last < 0 ? 0 : std::min<int64_t>(g.OW, last / g.sw + 1);
-    if (hi < lo) hi = lo;
-  }
-  auto columns = [&](int64_t m0, int64_t gv0) {
-    int64_t ow = 0;
-    for (; ow < std::min(lo, g.OW); ++ow)
-      forward_block<1, MB, GB>(g, taps, zeros, y_row, ow, m0, gv0);
-    for (; ow + P <= hi; ow += P) forward_block<P, MB, GB>(g, taps, zeros, y_row, ow, m0, gv0);
-    for (; ow < g.OW; ++ow) forward_block<1, MB, GB>(g, taps, zeros, y_row, ow, m0, gv0);
-  };
   const int64_t gvs = g.Gp / kLanes;
   if (g.Cg * g.M == 1) {
     // depthwise: a pixel's channels are contiguous; sweep them innermost
-    int64_t ow = 0;
-    auto one = [&](int64_t ow) {
-      for (int64_t gv0 = 0; gv0 < gvs; gv0 += GB)
-        forward_block<1, MB, GB>(g, taps, zeros, y_row, ow, 0, gv0);
-    };
-    for (; ow < std::min(lo, g.OW); ++ow) one(ow);
-    for (; ow + P <= hi; ow += P)
+    for (int64_t ow = 0; ow < g.OW; ow += P)
       for (int64_t gv0 = 0; gv0 < gvs; gv0 += GB)
         forward_block<P, MB, GB>(g, taps, zeros, y_row, ow, 0, gv0);
-    for (; ow < g.OW; ++ow) one(ow);
   } else {
     // groups with several channels: keep one vector's kernel slice hot, sweep columns
     for (int64_t gv0 = 0; gv0 < gvs; gv0 += GB)
-      for (int64_t m0 = 0; m0 < g.M; m0 += MB) columns(m0, gv0);
+      for (int64_t m0 = 0; m0 < g.M; m0 += MB)
+        for (int64_t ow = 0; ow < g.OW; ow += P)
+          forward_block<P, MB, GB>(g, taps, zeros, y_row, ow, m0, gv0);
   }
 }
 
