@@ -222,6 +222,10 @@ void run_forward(Pool& pool, const Geom& g, const float* xp, const float* wp, fl
       forward_all<8, 1, 2>(pool, g, xp, wp, yp);
     else
       forward_all<8, 1, 1>(pool, g, xp, wp, yp);
+  } else if (g.M % 8 == 0) {  // blocks measured on ResNeXt's layers (NOTES.md section 13)
+    forward_all<2, 8, 1>(pool, g, xp, wp, yp);
+  } else if (g.M % 4 == 0 && gvs % 2 == 0) {
+    forward_all<1, 4, 2>(pool, g, xp, wp, yp);
   } else if (g.M % 4 == 0) {
     forward_all<4, 4, 1>(pool, g, xp, wp, yp);
   } else if (g.M % 2 == 0) {
