@@ -196,6 +196,20 @@ def test_a_failed_build_reports_the_compiler_error(monkeypatch, tmp_path):
         cpu_direct.library.cache_clear()
 
 
+def test_an_unwritable_cache_is_a_reason_not_a_crash(monkeypatch, tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    monkeypatch.setenv("JAXCONV_CACHE_DIR", str(blocker / "cache"))
+    monkeypatch.setattr(cpu_direct, "_FLAGS", cpu_direct._FLAGS + ("-DJAXCONV_NEW_KEY",))
+    cpu_direct.library.cache_clear()
+    try:
+        lib, reason = cpu_direct.library()
+        assert lib is None and "JAXCONV_CACHE_DIR" in reason
+    finally:
+        monkeypatch.undo()
+        cpu_direct.library.cache_clear()
+
+
 def test_automatic_choice_on_the_cpu_takes_it_for_groups():
     spec, *_ = _setup("depthwise_3x3_s2")
     assert jaxconv.auto_order(spec, "cpu")[0] == "cpu_direct"

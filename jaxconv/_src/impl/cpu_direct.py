@@ -107,17 +107,20 @@ def library() -> tuple[ctypes.CDLL | None, str | None]:
         ).encode()
     ).hexdigest()[:16]
     path = _cache_dir() / f"cpu_direct-{key}.so"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
-        os.close(fd)
-        cmd = [cxx, *_FLAGS, f"-I{include}", str(_SOURCE), "-o", tmp]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            os.unlink(tmp)
-            return None, f"compiling {_SOURCE.name} failed: {done.stderr[-800:]}"
-        os.replace(tmp, path)  # atomic: concurrent first uses each write their own
-    lib = ctypes.cdll.LoadLibrary(str(path))
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+            os.close(fd)
+            cmd = [cxx, *_FLAGS, f"-I{include}", str(_SOURCE), "-o", tmp]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                os.unlink(tmp)
+                return None, f"compiling {_SOURCE.name} failed: {done.stderr[-800:]}"
+            os.replace(tmp, path)  # atomic: concurrent first uses each write their own
+        lib = ctypes.cdll.LoadLibrary(str(path))
+    except OSError as e:
+        return None, f"could not build or load {path} ({e}); set $JAXCONV_CACHE_DIR"
     for target, symbol in _TARGETS.values():
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), "cpu")
     return lib, None
