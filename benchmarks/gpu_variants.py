@@ -100,7 +100,7 @@ ONLY = {
     "fma_m256n32w8": "mobilenetv2_depthwise",
 }
 #: Variants also timed forward+backward (the others forward only).
-BACKWARD = ("fma", "blockdiag_below8", "blockdiag16", "blockdiag_dw16")
+BACKWARD = ("fma", "blockdiag_below8", "blockdiag16", "blockdiag32", "blockdiag_dw16")
 FAMILIES = ("resnext50_grouped", "mobilenetv2_depthwise")
 
 

@@ -43,11 +43,11 @@ CASES = {
         (3, 3, 4, 16),
         dict(window_strides=2, padding="SAME", feature_group_count=4),
     ),
-    # 12 groups of 4 -> 2 channels: blocks of 8 groups, the second one half empty.
+    # 24 groups of 4 -> 2 channels: blocks of 16 groups, the second one half empty.
     "grouped_blockdiag_ragged": (
-        (2, 5, 4, 48),
-        (3, 2, 4, 24),
-        dict(padding="SAME", feature_group_count=12),
+        (2, 5, 4, 96),
+        (3, 2, 4, 48),
+        dict(padding="SAME", feature_group_count=24),
     ),
     "depthwise": ((2, 6, 7, 8), (3, 3, 1, 8), dict(padding="SAME", feature_group_count=8)),
     "depthwise_multiplier": (
@@ -357,7 +357,7 @@ def test_variant_choice():
     blockdiag = tiling.geometry(_spec(*CASES["grouped_blockdiag"]))
     assert (blockdiag.variant, blockdiag.groups_per_block) == ("dot", 4)
     ragged = tiling.geometry(_spec(*CASES["grouped_blockdiag_ragged"]))
-    assert (ragged.variant, ragged.groups_per_block, ragged.groups) == ("dot", 8, 12)
+    assert (ragged.variant, ragged.groups_per_block, ragged.groups) == ("dot", 16, 24)
     # Below BLOCKDIAG_MIN_CHANNELS per group (depthwise): multiply-adds.
     assert tiling.geometry(_spec(*CASES["depthwise_multiplier"])).variant == "fma"
     assert tiling.geometry(_spec(*CASES["grouped_dot"])).variant == "dot"

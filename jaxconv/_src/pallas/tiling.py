@@ -56,7 +56,7 @@ DOT_MIN_CHANNELS = 8
 #: ``BLOCKDIAG_LANES`` lanes (the smaller per-group side times the groups per block).
 BLOCKDIAG_MIN_CHANNELS = 2
 BLOCKDIAG_MAX_CHANNELS = 16
-BLOCKDIAG_LANES = 16
+BLOCKDIAG_LANES = 32
 #: Largest channel tile of a block-diagonal program (its groups fit one tile).
 BLOCKDIAG_MAX_TILE = 128
 #: Number of programs the tap-stationary split aims for (about 4 waves on 132 SMs).
