@@ -9,7 +9,7 @@ as the reference. The variants:
 * ``blockdiag_below8``: block-diagonal dots below 8 channels per group only (8-15 take
   one group per program, 16-wide tiles half empty);
 * ``blockdiag16`` / ``blockdiag32``: grouped layers with 2-7 channels per group on the
-  matrix unit, block-diagonal kernel tiles of 16 or 32 lanes (the default is 16);
+  matrix unit, block-diagonal kernel tiles of 16 or 32 lanes (the default is 32);
 * ``blockdiag_dw16`` / ``blockdiag_dw32``: depthwise too (one channel per group);
 * ``fma_m{M}n{N}w{W}``: the multiply-add kernel with ``M`` rows x ``N`` channels per
   program and ``W`` warps (the default, 64 x 64 with 4 warps, is ``blockdiag16``'s
