@@ -80,9 +80,10 @@ def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
     ``benchmarks/results/cpu_float32_auto_choice.md``, also in the README). On the CPU:
 
     * feature groups (depthwise, ResNeXt, large depthwise kernels), float32:
-      ``cpu_direct`` (a C++ loop through XLA's FFI, compiled on first use; forward and
-      backward 1.6-13x faster than ``taps``); where it declines (other dtypes, no
-      compiler), the rules below;
+      ``cpu_direct`` (a C++ loop through XLA's FFI, compiled on first use;
+      forward+backward 1.7-9.9x faster than ``taps``, the forward 0.73-16x: slower
+      only on MobileNetV2's two largest depthwise layers); where it declines (other
+      dtypes, no compiler), the rules below;
     * a window of at least 121 taps (11x11 and up): ``fft`` (RepLKNet's 31x31: 16-47x
       lax), then ``xla`` (integer inputs, which fft does not take);
     * feature groups of at most 8 input channels each (depthwise, ResNeXt stages 1-2):
@@ -102,7 +103,7 @@ def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
         return ["xla"]
     if spec.feature_group_count > 1 and spec.batch_group_count == 1:
         # a C++ loop through XLA's FFI (float32; it declines other specs, and the
-        # rules below then apply): fwd+bwd 1.0-3.5x PyTorch's, 1.6-13x taps'
+        # rules below then apply)
         return ["cpu_direct"] + _xla_order(spec)
     return _xla_order(spec)
 
