@@ -135,28 +135,16 @@ def test_random_grouped_configurations(spec):
 
 
 def test_declines_what_it_does_not_compute():
-    base = ConvSpec.create(
-        (1, 5, 5, 8),
-        (3, 3, 1, 8),
-        (1, 1),
-        "SAME",
-        feature_group_count=8,
-        dimension_numbers=default_dimension_numbers(2),
-    )
+    def spec(lhs, rhs, **kw):
+        dn = default_dimension_numbers(2)
+        return ConvSpec.create(lhs, rhs, (1, 1), "SAME", dimension_numbers=dn, **kw)
+
+    base = spec((1, 5, 5, 8), (3, 3, 1, 8), feature_group_count=8)
     assert cpu_direct.supports(base) is None
     assert "float32" in cpu_direct.supports(base.replace(lhs_dtype=np.dtype(jnp.bfloat16)))
-    dense = ConvSpec.create(
-        (1, 5, 5, 8), (3, 3, 8, 4), (1, 1), "SAME", dimension_numbers=default_dimension_numbers(2)
-    )
+    dense = spec((1, 5, 5, 8), (3, 3, 8, 4))
     assert "feature_group_count" in cpu_direct.supports(dense)
-    batch = ConvSpec.create(
-        (4, 5, 5, 8),
-        (3, 3, 8, 4),
-        (1, 1),
-        "SAME",
-        batch_group_count=2,
-        dimension_numbers=default_dimension_numbers(2),
-    )
+    batch = spec((4, 5, 5, 8), (3, 3, 8, 4), batch_group_count=2)
     assert cpu_direct.supports(batch) is not None
     with pytest.raises(NotImplementedError, match="cpu_direct: grouped and depthwise"):
         jaxconv.conv_general_dilated(

@@ -354,18 +354,15 @@ ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxconvCpuDirectForward, Forward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<ffi::Span<const int64_t>>("geom"));
+// Both loops take (input, kernel-or-cotangent) -> result and the geometry attribute.
+inline auto Binding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Ret<ffi::Buffer<ffi::F32>>()
+      .Attr<ffi::Span<const int64_t>>("geom");
+}
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxconvCpuDirectKernelGrad, KernelGrad,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<ffi::Span<const int64_t>>("geom"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxconvCpuDirectForward, Forward, Binding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxconvCpuDirectKernelGrad, KernelGrad, Binding());
