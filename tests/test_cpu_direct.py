@@ -157,45 +157,49 @@ def test_declines_what_it_does_not_compute():
         )
 
 
-def test_without_a_compiler_it_says_so(monkeypatch, tmp_path):
-    monkeypatch.setattr(cpu_direct, "_compiler", lambda: None)
+def _build_under(monkeypatch, patch):
+    """``library()`` after ``patch(monkeypatch)``; then everything is restored and the
+    real library built (from the cache) and registered again."""
+    patch(monkeypatch)
     cpu_direct.library.cache_clear()
     try:
-        lib, reason = cpu_direct.library()
-        assert lib is None and "C++ compiler" in reason
+        return cpu_direct.library()
     finally:
         monkeypatch.undo()
         cpu_direct.library.cache_clear()
-    assert cpu_direct.library()[1] is None
+        assert cpu_direct.library()[1] is None
+
+
+def test_without_a_compiler_it_says_so(monkeypatch):
+    lib, reason = _build_under(
+        monkeypatch, lambda m: m.setattr(cpu_direct, "_compiler", lambda: None)
+    )
+    assert lib is None and "C++ compiler" in reason
 
 
 def test_a_failed_build_reports_the_compiler_error(monkeypatch, tmp_path):
     bad = tmp_path / "cpu_direct.cc"
     bad.write_text("this is not C++\n")
-    monkeypatch.setenv("JAXCONV_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(cpu_direct, "_SOURCE", bad)
-    cpu_direct.library.cache_clear()
-    try:
-        lib, reason = cpu_direct.library()
-        assert lib is None and "compiling cpu_direct.cc failed" in reason
-        assert not list((tmp_path / "cache").glob("*.so"))  # nothing half-written is kept
-    finally:
-        monkeypatch.undo()
-        cpu_direct.library.cache_clear()
+
+    def patch(m):
+        m.setenv("JAXCONV_CACHE_DIR", str(tmp_path / "cache"))
+        m.setattr(cpu_direct, "_SOURCE", bad)
+
+    lib, reason = _build_under(monkeypatch, patch)
+    assert lib is None and "compiling cpu_direct.cc failed" in reason
+    assert not list((tmp_path / "cache").glob("*.so"))  # nothing half-written is kept
 
 
 def test_an_unwritable_cache_is_a_reason_not_a_crash(monkeypatch, tmp_path):
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("")
-    monkeypatch.setenv("JAXCONV_CACHE_DIR", str(blocker / "cache"))
-    monkeypatch.setattr(cpu_direct, "_FLAGS", cpu_direct._FLAGS + ("-DJAXCONV_NEW_KEY",))
-    cpu_direct.library.cache_clear()
-    try:
-        lib, reason = cpu_direct.library()
-        assert lib is None and "JAXCONV_CACHE_DIR" in reason
-    finally:
-        monkeypatch.undo()
-        cpu_direct.library.cache_clear()
+
+    def patch(m):
+        m.setenv("JAXCONV_CACHE_DIR", str(blocker / "cache"))
+        m.setattr(cpu_direct, "_FLAGS", cpu_direct._FLAGS + ("-DJAXCONV_NEW_KEY",))
+
+    lib, reason = _build_under(monkeypatch, patch)
+    assert lib is None and "JAXCONV_CACHE_DIR" in reason
 
 
 def test_automatic_choice_on_the_cpu_takes_it_for_groups():
