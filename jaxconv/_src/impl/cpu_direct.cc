@@ -156,6 +156,29 @@ void forward_block(const Geom& g, const std::vector<Tap>& taps, const float* zer
         store(y_row + (ow0 + p) * MGp + (m0 + mb) * g.Gp + (gv0 + b) * kLanes, acc[p][mb][b]);
 }
 
+// Depthwise with a compile-time kernel width, for a block whose taps all read the
+// input: one pointer set-up per kernel row instead of per tap.
+template <int P, int GB, int KW>
+void depthwise_block(const Geom& g, const std::vector<Tap>& taps, float* y_row, int64_t ow0,
+                     int64_t gv0) {
+  v16 acc[P][GB];
+  for (int p = 0; p < P; ++p)
+    for (int b = 0; b < GB; ++b) acc[p][b] = v16{};
+  const int64_t lane0 = gv0 * kLanes, xstep = g.sw * g.Gp, kstep = g.rw * g.Gp;
+  const int64_t first = ow0 * g.sw - g.pw;
+  for (size_t t = 0; t < taps.size(); t += KW) {  // taps come KW per kernel row, kw = 0 first
+    const float* xr = taps[t].x + first * g.Gp + lane0;
+    const float* wr = taps[t].w + lane0;
+    for (int kw = 0; kw < KW; ++kw)
+      for (int b = 0; b < GB; ++b) {
+        const v16 wv = load(wr + kw * g.Gp + b * kLanes);
+        for (int p = 0; p < P; ++p) acc[p][b] += load(xr + kw * kstep + p * xstep + b * kLanes) * wv;
+      }
+  }
+  for (int p = 0; p < P; ++p)
+    for (int b = 0; b < GB; ++b) store(y_row + (ow0 + p) * g.Gp + lane0 + b * kLanes, acc[p][b]);
+}
+
 template <int P, int MB, int GB>
 void forward_row(const Geom& g, const float* x, const float* w, const float* zeros,
                  float* y, int64_t row) {
@@ -182,9 +205,19 @@ void forward_row(const Geom& g, const float* x, const float* w, const float* zer
   const int64_t gvs = g.Gp / kLanes;
   if (g.Cg * g.M == 1) {
     // depthwise: a pixel's channels are contiguous; sweep them innermost
-    for (int64_t ow = 0; ow < g.OW; ow += P)
-      for (int64_t gv0 = 0; gv0 < gvs; gv0 += GB)
-        forward_block<P, MB, GB>(g, taps, zeros, y_row, ow, 0, gv0);
+    for (int64_t ow = 0; ow < g.OW; ow += P) {
+      const int64_t first = ow * g.sw - g.pw;
+      const bool inside = g.lw == 1 && ow + P <= g.OW && first >= 0 &&
+                          first + (P - 1) * g.sw + (g.KW - 1) * g.rw < g.W;
+      for (int64_t gv0 = 0; gv0 < gvs; gv0 += GB) {
+        if (inside && g.KW == 3)
+          depthwise_block<P, GB, 3>(g, taps, y_row, ow, gv0);
+        else if (inside && g.KW == 7)
+          depthwise_block<P, GB, 7>(g, taps, y_row, ow, gv0);
+        else
+          forward_block<P, MB, GB>(g, taps, zeros, y_row, ow, 0, gv0);
+      }
+    }
   } else {
     // groups with several channels: keep one vector's kernel slice hot, sweep columns
     for (int64_t gv0 = 0; gv0 < gvs; gv0 += GB)
