@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from jax import lax
 from strategies import conv_specs, random_operands
 
@@ -119,18 +119,34 @@ def test_forward_mode_second_order_and_vmap(case):
 
 @settings(max_examples=40, deadline=None)
 @given(spec=conv_specs(ranks=(1, 2, 3)))
+@example(  # lax's input gradient is wrong here (see below)
+    spec=ConvSpec.create(
+        (1, 2, 1, 2),
+        (4, 1, 2, 3),
+        (1, 1),
+        ((1, 1), (3, 1)),
+        lhs_dilation=(1, 2),
+        dimension_numbers=lax.ConvDimensionNumbers((0, 1, 2, 3), (0, 1, 2, 3), (0, 1, 2, 3)),
+        feature_group_count=2,
+    )
+)
 def test_random_grouped_configurations(spec):
     assume(spec.feature_group_count > 1 and spec.batch_group_count == 1)
     x, w = random_operands(spec, 0)
     out = jax.jit(lambda a, b: dispatch.run(a, b, spec, "cpu_direct"))(x, w)
     ref = reference_conv(x, w, spec)
     assert relative_error(out, ref) <= tolerance(spec.out_dtype)
-    # gradients through the dispatch (boundary padding included) against lax's
+    # gradients through the dispatch (boundary padding included) against im2col's (JAX's
+    # autodiff of gathers): lax's own input gradient is wrong on XLA:CPU for some
+    # input-dilated specs (its transposed convolution has mixed-sign pads), e.g.
+    # lhs (1, 2, 1, 2) NCHW, rhs (4, 1, 2, 3) OIHW, pads ((1, 1), (3, 1)), lhs_dilation
+    # (1, 2), 2 groups: lax 2.78 where finite differences, im2col, taps and cpu_direct
+    # give 1.67
     ct = jnp.asarray(np.random.default_rng(2).standard_normal(spec.out_shape), jnp.float32)
     grad = lambda impl: jax.grad(lambda a, b: jnp.sum(dispatch.run(a, b, spec, impl) * ct), (0, 1))(
         x, w
     )
-    for a, b in zip(jax.jit(lambda: grad("cpu_direct"))(), grad("xla")):
+    for a, b in zip(jax.jit(lambda: grad("cpu_direct"))(), grad("im2col")):
         assert relative_error(a, b) <= 1e-4
 
 
