@@ -86,7 +86,7 @@ void parallel_for(Pool& pool, int64_t n, const Body& body) {
 }
 
 // ----------------------------------------------------------------------------------
-// Forward: P output columns x MB output channels (of one 16-group vector) per block.
+// Forward: P output columns x MB output channels x GB vectors of 16 groups per block.
 
 // One kernel tap of an output row: the input row it reads (column 0 shifted by the
 // tap's column offset kw * rw), its kernel slice, and kw (for the edge columns).

@@ -142,26 +142,30 @@ def supports(spec: ConvSpec) -> str | None:
     return library()[1]
 
 
-def _geometry(x_shape, w_shape, out_spatial, spec: ConvSpec, Gp: int) -> np.ndarray:
-    """The ``Geom`` attribute of ``cpu_direct.cc`` for 3 spatial axes (size-1 leading
-    axes for lower ranks)."""
+def _geometry(x_shape, Cg: int, M: int, spec: ConvSpec) -> np.ndarray:
+    """The ``Geom`` attribute of ``cpu_direct.cc`` for an input laid out as
+    ``(N, *sp, Cg, Gp)``, on 3 spatial axes (size-1 leading axes for lower ranks)."""
     pad = 3 - spec.nspatial
 
     def three(values, fill):
         return (fill,) * pad + tuple(values)
 
     spatial = three(x_shape[1 : 1 + spec.nspatial], 1)
-    window = three(spec.window, 1)
-    out = three(out_spatial, 1)
-    Cg, M = w_shape[-3], w_shape[-2]
     geom = (
-        (x_shape[0], *spatial, Cg, Gp, *window, M, *out)
+        (x_shape[0], *spatial, Cg, x_shape[-1], *three(spec.window, 1), M)
+        + three(spec.out_spatial, 1)
         + three(spec.window_strides, 1)
         + three((lo for lo, _ in spec.padding), 0)
         + three(spec.rhs_dilation, 1)
         + three(spec.lhs_dilation, 1)
     )
     return np.asarray(geom, np.int64)
+
+
+def _padded_groups(spec: ConvSpec) -> tuple[int, int]:
+    """``(G, Gp)``: the feature groups and their count padded to whole vectors."""
+    G = spec.feature_group_count
+    return G, -(-G // LANES) * LANES
 
 
 def _lanes_last(a, groups: int, Gp: int):
@@ -191,26 +195,22 @@ def _call(target: str, out_shape, *operands, geom):
 
 def forward(lhs, rhs, spec: ConvSpec):
     """The convolution of ``lhs`` and ``rhs`` (in the spec's layouts) by the C++ loop."""
-    G = spec.feature_group_count
-    Gp = -(-G // LANES) * LANES
+    G, Gp = _padded_groups(spec)
+    M = spec.out_features // G
     x, w = W.to_channels_last(lhs, rhs, spec)  # (N, *sp, C), (*win, Cg, O)
     xt = _lanes_last(x, G, Gp)  # (N, *sp, Cg, Gp)
     wt = _lanes_last(w, G, Gp)  # (*win, Cg, M, Gp)
-    geom = _geometry(xt.shape, wt.shape, spec.out_spatial, spec, Gp)
-    M = spec.out_features // G
+    geom = _geometry(xt.shape, spec.rhs_in_features, M, spec)
     yt = _call("forward", (spec.batch, *spec.out_spatial, M, Gp), xt, wt, geom=geom)
     return W.from_channels_last(_lanes_merged(yt, G), spec)
 
 
 def _kernel_grad_direct(lhs, g, spec: ConvSpec):
-    G = spec.feature_group_count
-    Gp = -(-G // LANES) * LANES
-    lhs_spec = spec.dimension_numbers.lhs_spec
-    x = jnp.transpose(lhs, (lhs_spec[0],) + tuple(lhs_spec[2:]) + (lhs_spec[1],))
-    xt = _lanes_last(x.astype(jnp.float32), G, Gp)
-    gt = _lanes_last(taps._to_channels_last_out(g, spec).astype(jnp.float32), G, Gp)
+    G, Gp = _padded_groups(spec)
     M, Cg = spec.out_features // G, spec.rhs_in_features
-    geom = _geometry(xt.shape, (Cg, M, Gp), spec.out_spatial, spec, Gp)
+    xt = _lanes_last(W.lhs_to_channels_last(lhs, spec), G, Gp)  # (N, *sp, Cg, Gp)
+    gt = _lanes_last(taps._to_channels_last_out(g, spec), G, Gp)  # (N, *out, M, Gp)
+    geom = _geometry(xt.shape, Cg, M, spec)
     dwt = _call("kernel_grad", spec.window + (Cg, M, Gp), xt, gt, geom=geom)
     dw = _lanes_merged(dwt, G)  # (*win, Cg, O)
     return taps._from_channels_last_rhs(dw, spec).astype(spec.rhs_dtype)

@@ -259,9 +259,7 @@ def kernel_grad(lhs, g, spec: ConvSpec):
         from jaxconv._src.impl import fft
 
         return autodiff.rhs_grad(g, lhs, spec, fft.conv)
-    lhs_spec = spec.dimension_numbers.lhs_spec
-    x = jnp.transpose(lhs, (lhs_spec[0],) + tuple(lhs_spec[2:]) + (lhs_spec[1],))
-    x = x.astype(g.dtype)
+    x = W.lhs_to_channels_last(lhs, spec).astype(g.dtype)
     G, B, I, Og = W.group_sizes(spec)
     gc = _to_channels_last_out(g, spec)  # (N', *out, O)
     n = spec.nspatial

@@ -22,12 +22,17 @@ from jax import lax
 from jaxconv._src.spec import ConvSpec, dtype_kind
 
 
+def lhs_to_channels_last(lhs, spec: ConvSpec):
+    """Transpose an input in the spec's layout into ``(N, *sp, C)``."""
+    lhs_spec = spec.dimension_numbers.lhs_spec
+    return jnp.transpose(lhs, (lhs_spec[0],) + tuple(lhs_spec[2:]) + (lhs_spec[1],))
+
+
 def to_channels_last(lhs, rhs, spec: ConvSpec):
     """Transpose operands into ``(N, *sp, C)`` and ``(*win, I, O)``."""
-    lhs_spec, rhs_spec, _ = spec.dimension_numbers
-    lhs_cl = jnp.transpose(lhs, (lhs_spec[0],) + tuple(lhs_spec[2:]) + (lhs_spec[1],))
+    rhs_spec = spec.dimension_numbers.rhs_spec
     rhs_cl = jnp.transpose(rhs, tuple(rhs_spec[2:]) + (rhs_spec[1], rhs_spec[0]))
-    return lhs_cl, rhs_cl
+    return lhs_to_channels_last(lhs, spec), rhs_cl
 
 
 def from_channels_last(out, spec: ConvSpec):
