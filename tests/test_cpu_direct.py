@@ -49,6 +49,19 @@ CASES = {
     "grouped_4_out_two_vectors": ((1, 5, 6, 64), (3, 3, 2, 128), (1, 1), "SAME", 32, None, None),
     "grouped_2_out": ((1, 5, 6, 8), (3, 3, 2, 8), (1, 1), "SAME", 4, None, None),
     "depthwise_31x31_on_5x6": ((1, 5, 6, 16), (31, 31, 1, 16), (1, 1), "SAME", 16, None, None),
+    # the depthwise sliding blocks: widths 3/5/7, strides 1/2, 1-4 vectors, edges and crops
+    "depthwise_3x3_s2_four_vectors": (
+        (1, 8, 11, 64),
+        (3, 3, 1, 64),
+        (2, 2),
+        ((0, 1), (1, 1)),
+        64,
+        None,
+        None,
+    ),
+    "depthwise_5x5_s2_one_vector": ((1, 9, 13, 16), (5, 5, 1, 16), (2, 2), "SAME", 16, None, None),
+    "depthwise_7x7_s2_crop": ((1, 12, 15, 32), (7, 7, 1, 32), (2, 2), ((3, 1), (-1, 2)), 32, None, None),
+    "depthwise_3x3_wide_row": ((1, 4, 40, 16), (3, 3, 1, 16), (1, 1), "SAME", 16, None, None),
 }
 
 

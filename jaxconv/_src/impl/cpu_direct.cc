@@ -41,6 +41,16 @@ inline v16 load(const float* p) {
 }
 inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof(v)); }
 
+// p + step, computed here: the compiler then addresses a block's vectors from one
+// pointer per input row with constant offsets, instead of holding (and spilling) a
+// separately computed address for every column of the block.
+template <typename T>
+inline T* next(T* p, int64_t step) {
+  p += step;
+  asm("" : "+r"(p));
+  return p;
+}
+
 struct Geom {
   int64_t N, D, H, W, Cg, Gp, KD, KH, KW, M, OD, OH, OW;
   int64_t sd, sh, sw;  // window strides
@@ -156,35 +166,59 @@ void forward_block(const Geom& g, const std::vector<Tap>& taps, const float* zer
         store(y_row + (ow0 + p) * MGp + (m0 + mb) * g.Gp + (gv0 + b) * kLanes, acc[p][mb][b]);
 }
 
-// Depthwise with a compile-time kernel width, for a block whose taps all read the
-// input: one pointer set-up per kernel row instead of per tap.
-template <int P, int GB, int KW>
-void depthwise_block(const Geom& g, const std::vector<Tap>& taps, float* y_row, int64_t ow0,
+// Depthwise, for a block whose taps all read the input, with compile-time kernel width
+// KW and stride S and no dilation: the KW x GB kernel vectors of a kernel row stay in
+// registers and each input vector is loaded once and added into every output column
+// it reaches (about (P + KW) / (P * KW) loads per multiply-add instead of one).
+template <int P, int GB, int KW, int S>
+void depthwise_slide(const Geom& g, const std::vector<Tap>& taps, float* y_row, int64_t ow0,
                      int64_t gv0) {
   v16 acc[P][GB];
   for (int p = 0; p < P; ++p)
     for (int b = 0; b < GB; ++b) acc[p][b] = v16{};
-  const int64_t lane0 = gv0 * kLanes, xstep = g.sw * g.Gp, kstep = g.rw * g.Gp;
-  const int64_t first = ow0 * g.sw - g.pw;
+  const int64_t lane0 = gv0 * kLanes, first = ow0 * S - g.pw;
   for (size_t t = 0; t < taps.size(); t += KW) {  // taps come KW per kernel row, kw = 0 first
-    const float* xr = taps[t].x + first * g.Gp + lane0;
-    const float* wr = taps[t].w + lane0;
-    for (int kw = 0; kw < KW; ++kw)
+    const float* xc = taps[t].x + first * g.Gp + lane0;
+    const float* wc = taps[t].w + lane0;
+    v16 wv[KW][GB];
+    for (int kw = 0; kw < KW; ++kw) {
+      for (int b = 0; b < GB; ++b) wv[kw][b] = load(wc + b * kLanes);
+      wc = next(wc, g.Gp);
+    }
+#pragma GCC unroll 64
+    for (int i = 0; i < (P - 1) * S + KW; ++i) {
+#pragma GCC unroll 4
       for (int b = 0; b < GB; ++b) {
-        const v16 wv = load(wr + kw * g.Gp + b * kLanes);
-        for (int p = 0; p < P; ++p) acc[p][b] += load(xr + kw * kstep + p * xstep + b * kLanes) * wv;
+        v16 xv = load(xc + b * kLanes);
+        asm("" : "+v"(xv));  // one load into a register, not a memory operand per use
+#pragma GCC unroll 8
+        for (int kw = 0; kw < KW; ++kw) {
+          const int q = i - kw;  // output column p reads input column p * S + kw
+          if (q >= 0 && q % S == 0 && q / S < P) acc[q / S][b] += xv * wv[kw][b];
+        }
       }
+      xc = next(xc, g.Gp);
+    }
   }
-  for (int p = 0; p < P; ++p)
-    for (int b = 0; b < GB; ++b) store(y_row + (ow0 + p) * g.Gp + lane0 + b * kLanes, acc[p][b]);
+  float* yc = y_row + ow0 * g.Gp + lane0;
+  for (int p = 0; p < P; ++p) {
+    for (int b = 0; b < GB; ++b) store(yc + b * kLanes, acc[p][b]);
+    yc = next(yc, g.Gp);
+  }
 }
 
-template <int P, int MB, int GB>
-void forward_row(const Geom& g, const float* x, const float* w, const float* zeros,
-                 float* y, int64_t row) {
+// Columns per sliding block: the accumulators and kernel vectors fill the registers.
+constexpr int slide_columns(int GB, int KW) {
+  return (28 - KW * GB) / GB < 16 ? (28 - KW * GB) / GB : 16;
+}
+
+// The taps of output row `row` = (n, od, oh) that read the input (not the padding), KW
+// per kernel row with kw = 0 first.
+void row_taps(const Geom& g, const float* x, const float* w, int64_t row,
+              std::vector<Tap>* taps) {
   const int64_t oh = row % g.OH, od = (row / g.OH) % g.OD, n = row / (g.OH * g.OD);
   const int64_t CgGp = g.Cg * g.Gp;
-  std::vector<Tap> taps;
+  taps->clear();
   for (int64_t kd = 0; kd < g.KD; ++kd) {
     int64_t id = input_index(od, kd, g.sd, g.pd, g.rd, g.ld, g.D);
     if (id < 0) continue;
@@ -193,47 +227,96 @@ void forward_row(const Geom& g, const float* x, const float* w, const float* zer
       if (ih < 0) continue;
       const float* x_row = x + ((n * g.D + id) * g.H + ih) * g.W * CgGp;
       for (int64_t kw = 0; kw < g.KW; ++kw)
-        taps.push_back({x_row + kw * g.rw * CgGp,
-                        w + (((kd * g.KH + kh) * g.KW + kw) * g.Cg) * g.M * g.Gp, kw});
+        taps->push_back({x_row + kw * g.rw * CgGp,
+                         w + (((kd * g.KH + kh) * g.KW + kw) * g.Cg) * g.M * g.Gp, kw});
     }
   }
-  float* y_row = y + row * g.OW * g.M * g.Gp;
+}
+
+// Output columns [lo, hi) whose taps all read the input (none the padding), for stride
+// sw without input dilation.
+inline void inside_columns(const Geom& g, int64_t* lo, int64_t* hi) {
+  *lo = std::min<int64_t>(g.OW, g.pw > 0 ? (g.pw + g.sw - 1) / g.sw : 0);
+  const int64_t last = g.W - 1 + g.pw - (g.KW - 1) * g.rw;  // largest ow * sw
+  *hi = last < 0 ? 0 : std::min<int64_t>(g.OW, last / g.sw + 1);
+  if (*hi < *lo) *hi = *lo;
+}
+
+// Depthwise: GB vectors of groups (from gv0) of one output row. With a sliding block
+// (KW > 0), the columns whose taps all read the input go through it; the few at the
+// edges take the general block one column at a time. Otherwise (KW == 0: dilations,
+// other widths or strides) every column takes the general block, P at a time.
+template <int P, int GB, int KW, int S>
+void depthwise_row(const Geom& g, const std::vector<Tap>& taps, const float* zeros, float* y_row,
+                   int64_t gv0) {
+  if (taps.empty()) {
+    for (int64_t ow = 0; ow < g.OW; ++ow)
+      std::fill(y_row + ow * g.Gp + gv0 * kLanes, y_row + ow * g.Gp + (gv0 + GB) * kLanes, 0.0f);
+    return;
+  }
+  if (KW == 0) {
+    for (int64_t ow = 0; ow < g.OW; ow += P) forward_block<P, 1, GB>(g, taps, zeros, y_row, ow, 0, gv0);
+    return;
+  }
+  int64_t lo = 0, hi = 0;
+  inside_columns(g, &lo, &hi);
+  for (int64_t ow = 0; ow < lo; ++ow) forward_block<1, 1, GB>(g, taps, zeros, y_row, ow, 0, gv0);
+  int64_t ow = lo;
+  for (; ow + P <= hi; ow += P) depthwise_slide<P, GB, KW, S>(g, taps, y_row, ow, gv0);
+  for (; ow < hi; ++ow) depthwise_slide<1, GB, KW, S>(g, taps, y_row, ow, gv0);
+  for (ow = hi; ow < g.OW; ++ow) forward_block<1, 1, GB>(g, taps, zeros, y_row, ow, 0, gv0);
+}
+
+template <int GB, int KW, int S, typename Pool>
+void depthwise_all(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
+  constexpr int P = KW ? slide_columns(GB, KW) : 8 / (GB < 3 ? GB : 2);
+  std::vector<float> zeros(g.Gp, 0.0f);
+  const int64_t chunks = g.Gp / kLanes / GB, row_size = g.OW * g.Gp;
+  parallel_for(pool, g.N * g.OD * g.OH, [&](int64_t row) {
+    std::vector<Tap> taps;
+    row_taps(g, x, w, row, &taps);
+    for (int64_t c = 0; c < chunks; ++c)
+      depthwise_row<P, GB, KW, S>(g, taps, zeros.data(), y + row * row_size, c * GB);
+  });
+}
+
+// Picks the sliding block for kernel widths 3, 5, 7 and strides 1, 2 without dilation.
+template <int GB, typename Pool>
+void depthwise_width(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
+  const bool plain = g.lw == 1 && g.rw == 1 && (g.sw == 1 || g.sw == 2);
+  const int64_t kw = plain ? g.KW : 0;
+  if (kw == 3 && g.sw == 1) return depthwise_all<GB, 3, 1>(pool, g, x, w, y);
+  if (kw == 3) return depthwise_all<GB, 3, 2>(pool, g, x, w, y);
+  if (GB <= 2 && kw == 5 && g.sw == 1) return depthwise_all<GB, 5, 1>(pool, g, x, w, y);
+  if (GB <= 2 && kw == 5) return depthwise_all<GB, 5, 2>(pool, g, x, w, y);
+  if (GB <= 2 && kw == 7 && g.sw == 1) return depthwise_all<GB, 7, 1>(pool, g, x, w, y);
+  if (GB <= 2 && kw == 7) return depthwise_all<GB, 7, 2>(pool, g, x, w, y);
+  depthwise_all<GB, 0, 1>(pool, g, x, w, y);
+}
+
+// Grouped (several channels per group): keep one vector's kernel slice hot, sweep columns.
+template <int P, int MB, int GB>
+void grouped_row(const Geom& g, const std::vector<Tap>& taps, const float* zeros,
+                 float* y_row) {
   if (taps.empty()) {
     std::fill(y_row, y_row + g.OW * g.M * g.Gp, 0.0f);
     return;
   }
-  const int64_t gvs = g.Gp / kLanes;
-  if (g.Cg * g.M == 1) {
-    // depthwise: a pixel's channels are contiguous; sweep them innermost
-    for (int64_t ow = 0; ow < g.OW; ow += P) {
-      const int64_t first = ow * g.sw - g.pw;
-      const bool inside = g.lw == 1 && ow + P <= g.OW && first >= 0 &&
-                          first + (P - 1) * g.sw + (g.KW - 1) * g.rw < g.W;
-      for (int64_t gv0 = 0; gv0 < gvs; gv0 += GB) {
-        if (inside && g.KW == 3)
-          depthwise_block<P, GB, 3>(g, taps, y_row, ow, gv0);
-        else if (inside && g.KW == 7)
-          depthwise_block<P, GB, 7>(g, taps, y_row, ow, gv0);
-        else
-          forward_block<P, MB, GB>(g, taps, zeros, y_row, ow, 0, gv0);
-      }
-    }
-  } else {
-    // groups with several channels: keep one vector's kernel slice hot, sweep columns
-    for (int64_t gv0 = 0; gv0 < gvs; gv0 += GB)
-      for (int64_t m0 = 0; m0 < g.M; m0 += MB)
-        for (int64_t ow = 0; ow < g.OW; ow += P)
-          forward_block<P, MB, GB>(g, taps, zeros, y_row, ow, m0, gv0);
-  }
+  for (int64_t gv0 = 0; gv0 < g.Gp / kLanes; gv0 += GB)
+    for (int64_t m0 = 0; m0 < g.M; m0 += MB)
+      for (int64_t ow = 0; ow < g.OW; ow += P)
+        forward_block<P, MB, GB>(g, taps, zeros, y_row, ow, m0, gv0);
 }
 
 template <int P, int MB, int GB, typename Pool>
-void forward_all(Pool& pool, const Geom& g, const float* x, const float* w,
-                 float* y) {
+void forward_all(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
   std::vector<float> zeros(g.Cg * g.Gp, 0.0f);
-  const float* z = zeros.data();
-  parallel_for(pool, g.N * g.OD * g.OH,
-               [&](int64_t row) { forward_row<P, MB, GB>(g, x, w, z, y, row); });
+  const int64_t row_size = g.OW * g.M * g.Gp;
+  parallel_for(pool, g.N * g.OD * g.OH, [&](int64_t row) {
+    std::vector<Tap> taps;
+    row_taps(g, x, w, row, &taps);
+    grouped_row<P, MB, GB>(g, taps, zeros.data(), y + row * row_size);
+  });
 }
 
 bool read_geom(ffi::Span<const int64_t> attr, Geom* g) {
@@ -247,14 +330,15 @@ template <typename Pool>
 void run_forward(Pool& pool, const Geom& g, const float* xp, const float* wp, float* yp) {
   const int64_t gvs = g.Gp / kLanes;
   if (g.Cg * g.M == 1) {  // depthwise: several vectors of groups per block
-    if (gvs % 4 == 0)
-      forward_all<4, 1, 4>(pool, g, xp, wp, yp);
-    else if (gvs % 3 == 0)
-      forward_all<4, 1, 3>(pool, g, xp, wp, yp);
+    const bool narrow = g.KW <= 3;  // wider kernels keep at most 2 vectors' kernels in registers
+    if (gvs % 4 == 0 && narrow)
+      depthwise_width<4>(pool, g, xp, wp, yp);
+    else if (gvs % 3 == 0 && narrow)
+      depthwise_width<3>(pool, g, xp, wp, yp);
     else if (gvs % 2 == 0)
-      forward_all<8, 1, 2>(pool, g, xp, wp, yp);
+      depthwise_width<2>(pool, g, xp, wp, yp);
     else
-      forward_all<8, 1, 1>(pool, g, xp, wp, yp);
+      depthwise_width<1>(pool, g, xp, wp, yp);
   } else if (g.M % 8 == 0) {  // blocks measured on ResNeXt's layers (NOTES.md section 13)
     forward_all<2, 8, 1>(pool, g, xp, wp, yp);
   } else if (g.M % 4 == 0 && gvs % 2 == 0) {
