@@ -62,6 +62,22 @@ CASES = {
     "depthwise_5x5_s2_one_vector": ((1, 9, 13, 16), (5, 5, 1, 16), (2, 2), "SAME", 16, None, None),
     "depthwise_7x7_s2_crop": ((1, 12, 15, 32), (7, 7, 1, 32), (2, 2), ((3, 1), (-1, 2)), 32, None, None),
     "depthwise_3x3_wide_row": ((1, 4, 40, 16), (3, 3, 1, 16), (1, 1), "SAME", 16, None, None),
+    # channels-last loop (8k outputs per group): 8- and 16-lane vectors, 1-16
+    # input channels at a time, edges, strides (input-dilated input gradient), crops
+    "channels_last_m16_strided": ((2, 9, 10, 64), (3, 3, 16, 64), (2, 2), "SAME", 4, None, None),
+    "channels_last_m24_dilated_crops": (
+        (1, 8, 9, 6),
+        (3, 3, 3, 48),
+        (1, 1),
+        ((2, 0), (1, -1)),
+        2,
+        (2, 1),
+        None,
+    ),
+    "channels_last_m32_1d": ((2, 12, 8), (5, 4, 64), (1,), "SAME", 2, None, None),
+    "channels_last_3d": ((1, 4, 5, 6, 32), (3, 3, 3, 16, 32), (1, 1, 1), "SAME", 2, None, None),
+    "channels_last_wide_row": ((1, 3, 30, 32), (3, 3, 8, 64), (1, 1), "SAME", 4, None, None),
+    "depthwise_multiplier_16": ((1, 6, 7, 3), (3, 3, 1, 48), (1, 1), "SAME", 3, None, None),
 }
 
 
@@ -106,13 +122,30 @@ def test_forward_and_gradients_match_lax(case):
         close(a, b)
 
 
-def test_the_loops_run_in_the_compiled_program():
-    spec, x, w, _ = _setup("grouped_strided_dilated")
+@pytest.mark.parametrize(
+    "case, layouts",
+    [
+        # 4 outputs per group: groups in the lanes for all three loops
+        ("grouped_strided_dilated", {"forward": 2, "kernel_grad": 1}),
+        # 16 in, 16 out per group: all three on the channels-last operands, no transposes
+        ("channels_last_m16_strided", {"forward_nhwc": 2, "kernel_grad_nhwc": 1}),
+        # 1 in, 16 out: the forward and kernel gradient channels-last, the input gradient
+        # (16 in, 1 out per group) with the groups in the lanes
+        ("depthwise_multiplier_16", {"forward_nhwc": 1, "kernel_grad_nhwc": 1, "forward": 1}),
+    ],
+)
+def test_the_loops_run_in_the_compiled_program(case, layouts):
+    spec, x, w, _ = _setup(case)
     f = lambda x, w: jnp.sum(cpu_direct.conv(x, w, spec) ** 2)
     text = jax.jit(jax.grad(f, (0, 1))).lower(x, w).as_text()
     # forward, input gradient (the forward loop on the transposed spec), kernel gradient
-    assert text.count("jaxconv_cpu_direct_forward") == 2
-    assert text.count("jaxconv_cpu_direct_kernel_grad") == 1
+    for target in ("forward", "kernel_grad", "forward_nhwc", "kernel_grad_nhwc"):
+        want = layouts.get(target, 0)
+        assert text.count(f"@jaxconv_cpu_direct_{target}(") == want, target
+    if "forward" not in layouts:  # only the (small) kernel is transposed
+        for shape in (x.shape, spec.out_shape):
+            operand = "(tensor<" + "x".join(map(str, shape)) + "xf32>) ->"
+            assert not [l for l in text.splitlines() if "transpose" in l and operand in l]
 
 
 @pytest.mark.parametrize("case", ["depthwise_3x3_s2", "grouped_16_per_group"])

@@ -229,7 +229,7 @@ constexpr int slide_columns(int GB, int KW) {
 // The taps of output row `row` = (n, od, oh) that read the input (not the padding), KW
 // per kernel row with kw = 0 first.
 void row_taps(const Geom& g, const float* x, const float* w, int64_t row,
-              std::vector<Tap>* taps) {
+              std::vector<Tap>* taps, int64_t w_tap) {
   const int64_t oh = row % g.OH, od = (row / g.OH) % g.OD, n = row / (g.OH * g.OD);
   const int64_t CgGp = g.Cg * g.Gp;
   taps->clear();
@@ -242,7 +242,7 @@ void row_taps(const Geom& g, const float* x, const float* w, int64_t row,
       const float* x_row = x + ((n * g.D + id) * g.H + ih) * g.W * CgGp;
       for (int64_t kw = 0; kw < g.KW; ++kw)
         taps->push_back({x_row + kw * g.rw * CgGp,
-                         w + (((kd * g.KH + kh) * g.KW + kw) * g.Cg) * g.M * g.Gp, kw});
+                         w + ((kd * g.KH + kh) * g.KW + kw) * w_tap, kw});
     }
   }
 }
@@ -294,7 +294,7 @@ void depthwise_all(Pool& pool, const Geom& g, const float* x, const float* w, fl
                       reinterpret_cast<uintptr_t>(y) % 64 == 0;
   parallel_for(pool, rows, [&](int64_t row) {
     std::vector<Tap> taps;
-    row_taps(g, x, w, row, &taps);
+    row_taps(g, x, w, row, &taps, g.Cg * g.M * g.Gp);
     for (int64_t c = 0; c < chunks; ++c)
       depthwise_row<P, GB, KW, S>(g, taps, zeros.data(), y + row * row_size, c * GB, stream);
     if (stream) _mm_sfence();
@@ -335,15 +335,194 @@ void forward_all(Pool& pool, const Geom& g, const float* x, const float* w, floa
   const int64_t row_size = g.OW * g.M * g.Gp;
   parallel_for(pool, g.N * g.OD * g.OH, [&](int64_t row) {
     std::vector<Tap> taps;
-    row_taps(g, x, w, row, &taps);
+    row_taps(g, x, w, row, &taps, g.Cg * g.M * g.Gp);
     grouped_row<P, MB, GB>(g, taps, zeros.data(), y + row * row_size);
   });
+}
+
+// ----------------------------------------------------------------------------------
+// Grouped with whole vectors of output channels per group (M % 8 == 0), on the operands
+// as they come, channels last with each group's channels contiguous:
+//
+//   x  (N, D, H, W, G * Cg)   w  (G, KD, KH, KW, Cg, M)   y  (N, OD, OH, OW, G * M)
+//
+// (Geom's Gp is G here; the kernel gradient comes back as (KD, KH, KW, Cg, G * M).) The
+// kernel is group-major so that a group's vectors are contiguous: with the groups'
+// channels interleaved, they would sit a power of two apart, in the same few L1 sets. A vector holds L = 8 or 16 output channels of one group and each
+// input value is broadcast to them, so no operand is transposed on the way in or out.
+
+template <int L>
+struct VecOf;
+template <>
+struct VecOf<8> {
+  typedef float type __attribute__((vector_size(32)));
+};
+template <>
+struct VecOf<16> {
+  typedef float type __attribute__((vector_size(64)));
+};
+
+template <typename V>
+inline V loadv(const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+template <typename V>
+inline void storev(float* p, V v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+
+// P output columns x L output channels of group `grp` (from m0), input channels CB at a
+// time with their kernel vectors in registers; the first `np` columns are stored.
+// MODE 0: every column reads the input; 1: columns reading the padding are skipped
+// (no input dilation); 2: any geometry, the input column of each found by index.
+template <int L, int P, int CB, int MODE>
+void nhwc_block(const Geom& g, const std::vector<Tap>& taps, float* y_row, int64_t ow0,
+                int64_t np, int64_t grp, int64_t m0) {
+  using V = typename VecOf<L>::type;
+  const int64_t C = g.Cg * g.Gp, O = g.M * g.Gp;  // pixel strides of x and y
+  V acc[P];
+  for (int p = 0; p < P; ++p) acc[p] = V{};
+  const int64_t first = ow0 * g.sw - g.pw;
+  for (const Tap& t : taps) {
+    const float* row = t.x - t.kw * g.rw * C + grp * g.Cg;  // this group's channels
+    const int64_t q0 = first + t.kw * g.rw;                 // input column of p = 0 (MODE < 2)
+    int64_t iw[P];
+    if (MODE == 2) {
+      bool any = false;
+      for (int p = 0; p < P; ++p) {
+        iw[p] = p < np ? input_index(ow0 + p, t.kw, g.sw, g.pw, g.rw, g.lw, g.W) : -1;
+        any |= iw[p] >= 0;
+      }
+      if (!any) continue;
+    }
+    const float* wt = t.w + grp * g.KD * g.KH * g.KW * g.Cg * g.M + m0;
+    for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
+      V wv[CB];
+      const float* wc = wt + ci0 * g.M;
+      for (int c = 0; c < CB; ++c) {
+        wv[c] = loadv<V>(wc);
+        wc = next(wc, g.M);
+      }
+      const float* xc = row + q0 * C + ci0;
+#pragma GCC unroll 32
+      for (int p = 0; p < P; ++p) {
+        const bool in = MODE == 0   ? true
+                        : MODE == 1 ? p < np && static_cast<uint64_t>(q0 + p * g.sw) <
+                                                    static_cast<uint64_t>(g.W)
+                                    : iw[p] >= 0;
+        if (in) {
+          const float* xp = MODE == 2 ? row + iw[p] * C + ci0 : xc;
+#pragma GCC unroll 16
+          for (int c = 0; c < CB; ++c) acc[p] += xp[c] * wv[c];
+        }
+        if (MODE < 2) xc = next(xc, g.sw * C);
+      }
+    }
+  }
+  float* yc = y_row + ow0 * O + grp * g.M + m0;
+  for (int p = 0; p < P; ++p) {
+    if (MODE > 0 && p >= np) break;
+    storev(yc, acc[p]);
+    yc = next(yc, O);
+  }
+}
+
+template <int L, int CB, typename Pool>
+void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
+  constexpr int P = 12;
+  const int64_t O = g.M * g.Gp, row_size = g.OW * O;
+  int64_t lo = 0, hi = 0;
+  if (g.lw == 1) inside_columns(g, &lo, &hi);
+  parallel_for(pool, g.N * g.OD * g.OH, [&](int64_t row) {
+    std::vector<Tap> taps;
+    row_taps(g, x, w, row, &taps, g.Cg * g.M);
+    float* y_row = y + row * row_size;
+    if (taps.empty()) {
+      std::fill(y_row, y_row + row_size, 0.0f);
+      return;
+    }
+    for (int64_t grp = 0; grp < g.Gp; ++grp)
+      for (int64_t m0 = 0; m0 < g.M; m0 += L)
+        for (int64_t ow = 0; ow < g.OW; ow += P) {
+          const int64_t np = std::min<int64_t>(g.OW - ow, P);
+          if (g.lw != 1)
+            nhwc_block<L, P, CB, 2>(g, taps, y_row, ow, np, grp, m0);
+          else if (ow >= lo && ow + P <= hi)
+            nhwc_block<L, P, CB, 0>(g, taps, y_row, ow, P, grp, m0);
+          else
+            nhwc_block<L, P, CB, 1>(g, taps, y_row, ow, np, grp, m0);
+        }
+  });
+}
+
+template <int L, typename Pool>
+void nhwc_forward_cb(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
+  if (g.Cg % 8 == 0)
+    nhwc_forward_all<L, 8>(pool, g, x, w, y);
+  else if (g.Cg % 4 == 0)
+    nhwc_forward_all<L, 4>(pool, g, x, w, y);
+  else if (g.Cg % 2 == 0)
+    nhwc_forward_all<L, 2>(pool, g, x, w, y);
+  else
+    nhwc_forward_all<L, 1>(pool, g, x, w, y);
+}
+
+// Kernel gradient on the same layouts: dw[tap, ci, grp * M + m] = sum over output
+// positions of x[input position, grp * Cg + ci] * dy[position, grp * M + m].
+template <int L, int CB>
+void nhwc_kgrad_row(const Geom& g, const float* x, const float* dy, float* dw, int64_t row) {
+  using V = typename VecOf<L>::type;
+  const int64_t oh = row % g.OH, od = (row / g.OH) % g.OD, n = row / (g.OH * g.OD);
+  const int64_t C = g.Cg * g.Gp, O = g.M * g.Gp, tap_size = g.Cg * O;
+  const float* dy_row = dy + row * g.OW * O;
+  for (int64_t kd = 0; kd < g.KD; ++kd) {
+    int64_t id = input_index(od, kd, g.sd, g.pd, g.rd, 1, g.D);
+    if (id < 0) continue;
+    for (int64_t kh = 0; kh < g.KH; ++kh) {
+      int64_t ih = input_index(oh, kh, g.sh, g.ph, g.rh, 1, g.H);
+      if (ih < 0) continue;
+      const float* x_row = x + ((n * g.D + id) * g.H + ih) * g.W * C;
+      for (int64_t kw = 0; kw < g.KW; ++kw) {
+        const int64_t off = kw * g.rw - g.pw;
+        int64_t lo = off >= 0 ? 0 : (-off + g.sw - 1) / g.sw;
+        int64_t hi = g.W - 1 - off < 0 ? 0 : (g.W - 1 - off) / g.sw + 1;
+        hi = std::min(hi, g.OW);
+        if (lo >= hi) continue;
+        float* dw_tap = dw + ((kd * g.KH + kh) * g.KW + kw) * tap_size;
+        for (int64_t grp = 0; grp < g.Gp; ++grp)
+          for (int64_t m0 = 0; m0 < g.M; m0 += L)
+            for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
+              V acc[CB];
+              for (int c = 0; c < CB; ++c) acc[c] = V{};
+              const float* xc = x_row + (lo * g.sw + off) * C + grp * g.Cg + ci0;
+              const float* dc = dy_row + lo * O + grp * g.M + m0;
+              for (int64_t ow = lo; ow < hi; ++ow) {
+                const V d = loadv<V>(dc);
+#pragma GCC unroll 16
+                for (int c = 0; c < CB; ++c) acc[c] += xc[c] * d;
+                xc = next(xc, g.sw * C);
+                dc = next(dc, O);
+              }
+              float* out = dw_tap + ci0 * O + grp * g.M + m0;
+              for (int c = 0; c < CB; ++c) storev(out + c * O, loadv<V>(out + c * O) + acc[c]);
+            }
+      }
+    }
+  }
 }
 
 bool read_geom(ffi::Span<const int64_t> attr, Geom* g) {
   if (attr.size() != kGeomSize) return false;
   std::memcpy(g, attr.begin(), sizeof(Geom));
   return g->Gp % kLanes == 0;
+}
+
+bool read_nhwc_geom(ffi::Span<const int64_t> attr, Geom* g) {
+  if (attr.size() != kGeomSize) return false;
+  std::memcpy(g, attr.begin(), sizeof(Geom));
+  return g->M % 8 == 0;
 }
 
 // The forward convolution, its register blocking chosen by the group shape.
@@ -434,9 +613,10 @@ void kgrad_row(const Geom& g, const float* x, const float* dy, float* dw, int64_
   }
 }
 
-template <int CB, int MB, typename Pool>
-void kgrad_all(Pool& pool, const Geom& g, const float* x, const float* dy,
-               float* dw) {
+// Runs row(dw_partial, r) for every output row r: each chunk of rows accumulates into
+// its own zeroed buffer, and the buffers are summed into dw at the end.
+template <typename Pool, typename Row>
+void kgrad_rows(Pool& pool, const Geom& g, float* dw, const Row& row) {
   const int64_t rows = g.N * g.OD * g.OH;
   const int64_t size = g.KD * g.KH * g.KW * g.Cg * g.M * g.Gp;
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), rows));
@@ -444,12 +624,16 @@ void kgrad_all(Pool& pool, const Geom& g, const float* x, const float* dy,
   parallel_for(pool, chunks, [&](int64_t c) {
     std::vector<float>& acc = partial[c];
     acc.assign(size, 0.0f);
-    for (int64_t row = rows * c / chunks; row < rows * (c + 1) / chunks; ++row)
-      kgrad_row<CB, MB>(g, x, dy, acc.data(), row);
+    for (int64_t r = rows * c / chunks; r < rows * (c + 1) / chunks; ++r) row(acc.data(), r);
   });
   std::copy(partial[0].begin(), partial[0].end(), dw);
   for (int64_t c = 1; c < chunks; ++c)
     for (int64_t i = 0; i < size; ++i) dw[i] += partial[c][i];
+}
+
+template <int CB, int MB, typename Pool>
+void kgrad_all(Pool& pool, const Geom& g, const float* x, const float* dy, float* dw) {
+  kgrad_rows(pool, g, dw, [&](float* acc, int64_t r) { kgrad_row<CB, MB>(g, x, dy, acc, r); });
 }
 
 template <int CB, typename Pool>
@@ -473,6 +657,41 @@ void run_kernel_grad(Pool& pool, const Geom& g, const float* xp, const float* dp
     kgrad_m<1>(pool, g, xp, dp, wp);
 }
 
+template <typename Pool>
+void run_forward_nhwc(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
+  if (g.M % 16 == 0)
+    nhwc_forward_cb<16>(pool, g, x, w, y);
+  else
+    nhwc_forward_cb<8>(pool, g, x, w, y);
+}
+
+template <int L, int CB, typename Pool>
+void nhwc_kgrad_all(Pool& pool, const Geom& g, const float* x, const float* dy, float* dw) {
+  kgrad_rows(pool, g, dw, [&](float* acc, int64_t r) { nhwc_kgrad_row<L, CB>(g, x, dy, acc, r); });
+}
+
+template <int L, typename Pool>
+void nhwc_kgrad_cb(Pool& pool, const Geom& g, const float* x, const float* dy, float* dw) {
+  if (g.Cg % 16 == 0)
+    nhwc_kgrad_all<L, 16>(pool, g, x, dy, dw);
+  else if (g.Cg % 8 == 0)
+    nhwc_kgrad_all<L, 8>(pool, g, x, dy, dw);
+  else if (g.Cg % 4 == 0)
+    nhwc_kgrad_all<L, 4>(pool, g, x, dy, dw);
+  else if (g.Cg % 2 == 0)
+    nhwc_kgrad_all<L, 2>(pool, g, x, dy, dw);
+  else
+    nhwc_kgrad_all<L, 1>(pool, g, x, dy, dw);
+}
+
+template <typename Pool>
+void run_kernel_grad_nhwc(Pool& pool, const Geom& g, const float* x, const float* dy, float* dw) {
+  if (g.M % 16 == 0)
+    nhwc_kgrad_cb<16>(pool, g, x, dy, dw);
+  else
+    nhwc_kgrad_cb<8>(pool, g, x, dy, dw);
+}
+
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                    ffi::ResultBuffer<ffi::F32> y, ffi::Span<const int64_t> geom) {
   Geom g;
@@ -490,6 +709,23 @@ ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   return ffi::Error::Success();
 }
 
+ffi::Error ForwardNhwc(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                       ffi::ResultBuffer<ffi::F32> y, ffi::Span<const int64_t> geom) {
+  Geom g;
+  if (!read_nhwc_geom(geom, &g)) return ffi::Error::InvalidArgument("cpu_direct: bad geometry");
+  run_forward_nhwc(pool, g, x.typed_data(), w.typed_data(), y->typed_data());
+  return ffi::Error::Success();
+}
+
+ffi::Error KernelGradNhwc(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                          ffi::ResultBuffer<ffi::F32> dw, ffi::Span<const int64_t> geom) {
+  Geom g;
+  if (!read_nhwc_geom(geom, &g) || g.ld != 1 || g.lh != 1 || g.lw != 1)
+    return ffi::Error::InvalidArgument("cpu_direct: bad kernel-gradient geometry");
+  run_kernel_grad_nhwc(pool, g, x.typed_data(), dy.typed_data(), dw->typed_data());
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 // Both loops take (input, kernel-or-cotangent) -> result and the geometry attribute.
@@ -504,3 +740,5 @@ inline auto Binding() {
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxconvCpuDirectForward, Forward, Binding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxconvCpuDirectKernelGrad, KernelGrad, Binding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxconvCpuDirectForwardNhwc, ForwardNhwc, Binding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxconvCpuDirectKernelGradNhwc, KernelGradNhwc, Binding());

@@ -61,7 +61,10 @@ _FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC")
 _TARGETS = {
     "forward": ("jaxconv_cpu_direct_forward", "JaxconvCpuDirectForward"),
     "kernel_grad": ("jaxconv_cpu_direct_kernel_grad", "JaxconvCpuDirectKernelGrad"),
+    "forward_nhwc": ("jaxconv_cpu_direct_forward_nhwc", "JaxconvCpuDirectForwardNhwc"),
+    "kernel_grad_nhwc": ("jaxconv_cpu_direct_kernel_grad_nhwc", "JaxconvCpuDirectKernelGradNhwc"),
 }
+
 
 
 def _compiler() -> str | None:
@@ -142,17 +145,16 @@ def supports(spec: ConvSpec) -> str | None:
     return library()[1]
 
 
-def _geometry(x_shape, Cg: int, M: int, spec: ConvSpec) -> np.ndarray:
-    """The ``Geom`` attribute of ``cpu_direct.cc`` for an input laid out as
-    ``(N, *sp, Cg, Gp)``, on 3 spatial axes (size-1 leading axes for lower ranks)."""
+def _geometry(spec: ConvSpec, Cg: int, M: int, Gp: int) -> np.ndarray:
+    """The ``Geom`` attribute of ``cpu_direct.cc`` (``Gp``: the groups, padded for the
+    lanes layout), on 3 spatial axes (size-1 leading axes for lower ranks)."""
     pad = 3 - spec.nspatial
 
     def three(values, fill):
         return (fill,) * pad + tuple(values)
 
-    spatial = three(x_shape[1 : 1 + spec.nspatial], 1)
     geom = (
-        (x_shape[0], *spatial, Cg, x_shape[-1], *three(spec.window, 1), M)
+        (spec.batch, *three(spec.lhs_spatial, 1), Cg, Gp, *three(spec.window, 1), M)
         + three(spec.out_spatial, 1)
         + three(spec.window_strides, 1)
         + three((lo for lo, _ in spec.padding), 0)
@@ -160,6 +162,14 @@ def _geometry(x_shape, Cg: int, M: int, spec: ConvSpec) -> np.ndarray:
         + three(spec.lhs_dilation, 1)
     )
     return np.asarray(geom, np.int64)
+
+
+def _channels_last(spec: ConvSpec) -> bool:
+    """Whether the loop runs on the channels-last operands, 8 or 16 output channels of a
+    group in the lanes (whole vectors of them: ``M % 8 == 0``), rather than with the
+    groups in the lanes. No transposes of the activations either way in or out
+    (``NOTES.md`` section 14)."""
+    return (spec.out_features // spec.feature_group_count) % 8 == 0
 
 
 def _padded_groups(spec: ConvSpec) -> tuple[int, int]:
@@ -196,11 +206,16 @@ def _call(target: str, out_shape, *operands, geom):
 def forward(lhs, rhs, spec: ConvSpec):
     """The convolution of ``lhs`` and ``rhs`` (in the spec's layouts) by the C++ loop."""
     G, Gp = _padded_groups(spec)
-    M = spec.out_features // G
+    M, Cg = spec.out_features // G, spec.rhs_in_features
     x, w = W.to_channels_last(lhs, rhs, spec)  # (N, *sp, C), (*win, Cg, O)
+    if _channels_last(spec):
+        wg = jnp.moveaxis(w.reshape(w.shape[:-1] + (G, M)), -2, 0)  # (G, *win, Cg, M)
+        geom = _geometry(spec, Cg, M, G)
+        y = _call("forward_nhwc", (spec.batch, *spec.out_spatial, G * M), x, wg, geom=geom)
+        return W.from_channels_last(y, spec)
     xt = _lanes_last(x, G, Gp)  # (N, *sp, Cg, Gp)
     wt = _lanes_last(w, G, Gp)  # (*win, Cg, M, Gp)
-    geom = _geometry(xt.shape, spec.rhs_in_features, M, spec)
+    geom = _geometry(spec, Cg, M, Gp)
     yt = _call("forward", (spec.batch, *spec.out_spatial, M, Gp), xt, wt, geom=geom)
     return W.from_channels_last(_lanes_merged(yt, G), spec)
 
@@ -208,12 +223,16 @@ def forward(lhs, rhs, spec: ConvSpec):
 def _kernel_grad_direct(lhs, g, spec: ConvSpec):
     G, Gp = _padded_groups(spec)
     M, Cg = spec.out_features // G, spec.rhs_in_features
-    xt = _lanes_last(W.lhs_to_channels_last(lhs, spec), G, Gp)  # (N, *sp, Cg, Gp)
-    gt = _lanes_last(taps._to_channels_last_out(g, spec), G, Gp)  # (N, *out, M, Gp)
-    geom = _geometry(xt.shape, Cg, M, spec)
-    dwt = _call("kernel_grad", spec.window + (Cg, M, Gp), xt, gt, geom=geom)
-    dw = _lanes_merged(dwt, G)  # (*win, Cg, O)
-    return taps._from_channels_last_rhs(dw, spec).astype(spec.rhs_dtype)
+    x = W.lhs_to_channels_last(lhs, spec)  # (N, *sp, C)
+    gy = taps._to_channels_last_out(g, spec)  # (N, *out, O)
+    if _channels_last(spec):
+        geom = _geometry(spec, Cg, M, G)
+        dw = _call("kernel_grad_nhwc", spec.window + (Cg, G * M), x, gy, geom=geom)
+    else:
+        geom = _geometry(spec, Cg, M, Gp)
+        xt, gt = _lanes_last(x, G, Gp), _lanes_last(gy, G, Gp)  # (N, *sp, Cg, Gp), (N, *out, M, Gp)
+        dw = _lanes_merged(_call("kernel_grad", spec.window + (Cg, M, Gp), xt, gt, geom=geom), G)
+    return taps._from_channels_last_rhs(dw, spec).astype(spec.rhs_dtype)  # from (*win, Cg, O)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
