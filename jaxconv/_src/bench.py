@@ -340,9 +340,11 @@ def _repeat_count(first: float, *, repeats: int, min_time: float, max_time: floa
     return repeats
 
 
-#: Calls faster than this (seconds) are primed by one untimed call of the same program
-#: right before each timed one when several programs are timed round-robin.
+#: Calls faster than this (seconds) are primed by untimed calls of the same program
+#: right before each timed one when several programs are timed round-robin ...
 PRIME_BELOW_S = 0.2
+#: ... for at least this long (seconds; at least one call).
+PRIME_MIN_S = 0.004
 
 
 def time_interleaved(
@@ -360,11 +362,14 @@ def time_interleaved(
     (``benchmarks/NOTES.md`` section 7).
 
     With several calls, each timed call of a program faster than :data:`PRIME_BELOW_S`
-    follows one untimed call of the same program: right after another program, XLA:CPU's
-    worker threads of that program are still spinning and slowed the next program 2-3x
-    (taps after lax on MobileNetV2's 56x56x144 layer: 28 vs 10-13 ms; NOTES.md section
-    11), while a pause instead adds thread wake-up to sub-millisecond calls. Every timed
-    call then runs as it does back to back, as PyTorch's are timed."""
+    follows untimed calls of the same program for at least :data:`PRIME_MIN_S`: right
+    after another program, XLA:CPU's worker threads of that program are still spinning
+    and slowed the next program 2-3x (taps after lax on MobileNetV2's 56x56x144 layer: 28
+    vs 10-13 ms; NOTES.md section 11), while a pause instead adds thread wake-up to
+    sub-millisecond calls; and after either, the second core takes a few milliseconds to
+    come back to speed (a 0.3 ms call read 1.5, 1.0, 0.7, 0.6, 0.3 ms in its first five
+    calls after 30 ms of idling; NOTES.md section 14). Every timed call then runs as it
+    does back to back, as PyTorch's are timed."""
     counts, prime = {}, {}
     for name, call in calls.items():
         t0 = time.perf_counter()
@@ -377,7 +382,10 @@ def time_interleaved(
         for name, call in calls.items():
             if r < counts[name]:
                 if prime[name]:
+                    start = time.perf_counter()
                     jax.block_until_ready(call())
+                    while time.perf_counter() - start < PRIME_MIN_S:
+                        jax.block_until_ready(call())
                 t0 = time.perf_counter()
                 jax.block_until_ready(call())
                 times[name].append(time.perf_counter() - t0)
