@@ -613,6 +613,62 @@ void kgrad_row(const Geom& g, const float* x, const float* dy, float* dw, int64_
   }
 }
 
+// Depthwise kernel gradient for kernel width KW and stride S without dilation, one
+// vector of groups at a time: along an output row, P cotangent vectors stay in
+// registers and each input vector is loaded once and multiplied into every tap it
+// meets, the KW taps' sums in registers (about (2P + KW) / (P * KW) loads per
+// multiply-add instead of two). Columns outside the input are skipped.
+template <int KW, int S>
+void depthwise_kgrad_row(const Geom& g, const float* x, const float* dy, float* dw, int64_t row) {
+  constexpr int P = 16;
+  const int64_t oh = row % g.OH, od = (row / g.OH) % g.OD, n = row / (g.OH * g.OD);
+  const float* dy_row = dy + row * g.OW * g.Gp;
+  int64_t lo = 0, hi = 0;
+  inside_columns(g, &lo, &hi);
+  for (int64_t kd = 0; kd < g.KD; ++kd) {
+    int64_t id = input_index(od, kd, g.sd, g.pd, g.rd, 1, g.D);
+    if (id < 0) continue;
+    for (int64_t kh = 0; kh < g.KH; ++kh) {
+      int64_t ih = input_index(oh, kh, g.sh, g.ph, g.rh, 1, g.H);
+      if (ih < 0) continue;
+      const float* x_row = x + ((n * g.D + id) * g.H + ih) * g.W * g.Gp;
+      float* dw_row = dw + (kd * g.KH + kh) * g.KW * g.Gp;  // taps (kd, kh, 0..KW)
+      for (int64_t gv = 0; gv < g.Gp / kLanes; ++gv) {
+        v16 acc[KW];
+        for (int kw = 0; kw < KW; ++kw) acc[kw] = v16{};
+        for (int64_t ow0 = 0; ow0 < g.OW; ow0 += P) {
+          const int64_t np = std::min<int64_t>(P, g.OW - ow0), first = ow0 * S - g.pw;
+          const bool edge = !(ow0 >= lo && ow0 + P <= hi);
+          v16 dv[P];
+          const float* dc = dy_row + ow0 * g.Gp + gv * kLanes;
+          for (int p = 0; p < P; ++p) {
+            dv[p] = p < np ? load(dc) : v16{};
+            dc = next(dc, g.Gp);
+          }
+          const float* xc = x_row + first * g.Gp + gv * kLanes;
+#pragma GCC unroll 64
+          for (int i = 0; i < (P - 1) * S + KW; ++i) {
+            if (!edge || static_cast<uint64_t>(first + i) < static_cast<uint64_t>(g.W)) {
+              v16 xv = load(xc);
+              asm("" : "+v"(xv));
+#pragma GCC unroll 8
+              for (int kw = 0; kw < KW; ++kw) {
+                const int q = i - kw;  // output column q / S reads input column i
+                if (q >= 0 && q % S == 0 && q / S < P) acc[kw] += xv * dv[q / S];
+              }
+            }
+            xc = next(xc, g.Gp);
+          }
+        }
+        for (int kw = 0; kw < KW; ++kw) {
+          float* out = dw_row + kw * g.Gp + gv * kLanes;
+          store(out, load(out) + acc[kw]);
+        }
+      }
+    }
+  }
+}
+
 // Runs row(dw_partial, r) for every output row r: each chunk of rows accumulates into
 // its own zeroed buffer, and the buffers are summed into dw at the end.
 template <typename Pool, typename Row>
@@ -647,8 +703,22 @@ void kgrad_m(Pool& pool, const Geom& g, const float* x, const float* dy,
     kgrad_all<CB, 1>(pool, g, x, dy, dw);
 }
 
+template <int KW, int S, typename Pool>
+void depthwise_kgrad_all(Pool& pool, const Geom& g, const float* x, const float* dy, float* dw) {
+  kgrad_rows(pool, g, dw, [&](float* acc, int64_t r) { depthwise_kgrad_row<KW, S>(g, x, dy, acc, r); });
+}
+
 template <typename Pool>
 void run_kernel_grad(Pool& pool, const Geom& g, const float* xp, const float* dp, float* wp) {
+  if (g.Cg * g.M == 1 && g.rw == 1 && (g.sw == 1 || g.sw == 2)) {
+    const bool s1 = g.sw == 1;
+    if (g.KW == 3) return s1 ? depthwise_kgrad_all<3, 1>(pool, g, xp, dp, wp)
+                             : depthwise_kgrad_all<3, 2>(pool, g, xp, dp, wp);
+    if (g.KW == 5) return s1 ? depthwise_kgrad_all<5, 1>(pool, g, xp, dp, wp)
+                             : depthwise_kgrad_all<5, 2>(pool, g, xp, dp, wp);
+    if (g.KW == 7) return s1 ? depthwise_kgrad_all<7, 1>(pool, g, xp, dp, wp)
+                             : depthwise_kgrad_all<7, 2>(pool, g, xp, dp, wp);
+  }
   if (g.Cg % 4 == 0)
     kgrad_m<4>(pool, g, xp, dp, wp);
   else if (g.Cg % 2 == 0)
