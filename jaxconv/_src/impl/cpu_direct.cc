@@ -431,7 +431,7 @@ void nhwc_block(const Geom& g, const std::vector<Tap>& taps, float* y_row, int64
 
 template <int L, int CB, typename Pool>
 void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
-  constexpr int P = 12;
+  constexpr int P = 16;
   const int64_t O = g.M * g.Gp, row_size = g.OW * O;
   int64_t lo = 0, hi = 0;
   if (g.lw == 1) inside_columns(g, &lo, &hi);
