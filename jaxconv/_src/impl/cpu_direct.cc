@@ -176,20 +176,26 @@ void forward_block(const Geom& g, const std::vector<Tap>& taps, const float* zer
 //
 // With EDGE, input columns outside [0, W) are skipped (they are the padding), and only
 // the first `np` output columns are stored: the same block covers the edges of a row.
+//
+// The block's P outputs start at y0 and are ystep floats apart; output p reads input
+// columns first + p * S + j through kernel columns kw0 + j * kwstep (j < KW). An
+// input-dilated row runs as its phases (`depthwise_phases`): every lw-th output column
+// (ystep = lw * Gp) through every lw-th kernel column (kwstep = lw).
 template <int P, int GB, int KW, int S, bool EDGE>
-void depthwise_slide(const Geom& g, const std::vector<Tap>& taps, float* y_row, int64_t ow0,
-                     int64_t gv0, int64_t np, bool stream) {
+void depthwise_slide(const Geom& g, const std::vector<Tap>& taps, float* y0, int64_t ystep,
+                     int64_t first, int64_t kw0, int64_t kwstep, int64_t gv0, int64_t np,
+                     bool stream) {
   v16 acc[P][GB];
   for (int p = 0; p < P; ++p)
     for (int b = 0; b < GB; ++b) acc[p][b] = v16{};
-  const int64_t lane0 = gv0 * kLanes, first = ow0 * S - g.pw;
-  for (size_t t = 0; t < taps.size(); t += KW) {  // taps come KW per kernel row, kw = 0 first
+  const int64_t lane0 = gv0 * kLanes;
+  for (size_t t = 0; t < taps.size(); t += g.KW) {  // g.KW taps per kernel row, kw = 0 first
     const float* xc = taps[t].x + first * g.Gp + lane0;
-    const float* wc = taps[t].w + lane0;
+    const float* wc = taps[t].w + kw0 * g.Gp + lane0;
     v16 wv[KW][GB];
     for (int kw = 0; kw < KW; ++kw) {
       for (int b = 0; b < GB; ++b) wv[kw][b] = load(wc + b * kLanes);
-      wc = next(wc, g.Gp);
+      wc = next(wc, kwstep * g.Gp);
     }
 #pragma GCC unroll 64
     for (int i = 0; i < (P - 1) * S + KW; ++i) {
@@ -208,7 +214,7 @@ void depthwise_slide(const Geom& g, const std::vector<Tap>& taps, float* y_row, 
       xc = next(xc, g.Gp);
     }
   }
-  float* yc = y_row + ow0 * g.Gp + lane0;
+  float* yc = y0 + lane0;
   for (int p = 0; p < P; ++p) {
     if (EDGE && p >= np) break;
     for (int b = 0; b < GB; ++b) {
@@ -217,7 +223,7 @@ void depthwise_slide(const Geom& g, const std::vector<Tap>& taps, float* y_row, 
       else
         store(yc + b * kLanes, acc[p][b]);
     }
-    yc = next(yc, g.Gp);
+    yc = next(yc, ystep);
   }
 }
 
@@ -256,9 +262,47 @@ inline void inside_columns(const Geom& g, int64_t* lo, int64_t* hi) {
   if (*hi < *lo) *hi = *lo;
 }
 
+// One phase of an input-dilated depthwise row (stride 1, no kernel dilation): outputs
+// r, r + lw, ... read consecutive undilated input columns from `first` through kernel
+// columns kw0, kw0 + lw, ... (KW of them): a stride-1 sliding block on every lw-th
+// output.
+template <int GB, int KW>
+void depthwise_phase(const Geom& g, const std::vector<Tap>& taps, float* y_row, int64_t r,
+                     int64_t first, int64_t kw0, int64_t gv0, bool stream) {
+  constexpr int P = slide_columns(GB, KW);
+  const int64_t count = (g.OW - r + g.lw - 1) / g.lw;
+  for (int64_t j0 = 0; j0 < count; j0 += P) {
+    const int64_t np = std::min<int64_t>(P, count - j0), in0 = first + j0;
+    float* y0 = y_row + (r + j0 * g.lw) * g.Gp;
+    if (np == P && in0 >= 0 && in0 + P - 1 + KW - 1 < g.W)
+      depthwise_slide<P, GB, KW, 1, false>(g, taps, y0, g.lw * g.Gp, in0, kw0, g.lw, gv0, P, stream);
+    else
+      depthwise_slide<P, GB, KW, 1, true>(g, taps, y0, g.lw * g.Gp, in0, kw0, g.lw, gv0, np, stream);
+  }
+}
+
+template <int GB>
+void depthwise_phases(const Geom& g, const std::vector<Tap>& taps, float* y_row, int64_t gv0,
+                      bool stream) {
+  for (int64_t r = 0; r < std::min(g.lw, g.OW); ++r) {
+    int64_t kw0 = 0;  // the first kernel column reaching a real input: (r + kw0 - pw) % lw == 0
+    while (kw0 < g.KW && ((r + kw0 - g.pw) % g.lw + g.lw) % g.lw != 0) ++kw0;
+    if (kw0 >= g.KW) {  // this phase only reads inserted zeros
+      for (int64_t ow = r; ow < g.OW; ow += g.lw)
+        std::fill(y_row + ow * g.Gp + gv0 * kLanes, y_row + ow * g.Gp + (gv0 + GB) * kLanes, 0.0f);
+      continue;
+    }
+    const int64_t width = (g.KW - 1 - kw0) / g.lw + 1, first = (r + kw0 - g.pw) / g.lw;
+    if (width == 1) depthwise_phase<GB, 1>(g, taps, y_row, r, first, kw0, gv0, stream);
+    if (width == 2) depthwise_phase<GB, 2>(g, taps, y_row, r, first, kw0, gv0, stream);
+    if (width == 3) depthwise_phase<GB, 3>(g, taps, y_row, r, first, kw0, gv0, stream);
+    if (width == 4) depthwise_phase<GB, 4>(g, taps, y_row, r, first, kw0, gv0, stream);
+  }
+}
+
 // Depthwise: GB vectors of groups (from gv0) of one output row. With a sliding block
-// (KW > 0), the columns whose taps all read the input go through it; the few at the
-// edges take the general block one column at a time. Otherwise (KW == 0: dilations,
+// (KW > 0), blocks of P columns, checked ones (EDGE) where some read the padding; with
+// KW < 0, the phases of an input-dilated row. Otherwise (KW == 0: kernel dilation,
 // other widths or strides) every column takes the general block, P at a time.
 template <int P, int GB, int KW, int S>
 void depthwise_row(const Geom& g, const std::vector<Tap>& taps, const float* zeros, float* y_row,
@@ -272,20 +316,23 @@ void depthwise_row(const Geom& g, const std::vector<Tap>& taps, const float* zer
     for (int64_t ow = 0; ow < g.OW; ow += P) forward_block<P, 1, GB>(g, taps, zeros, y_row, ow, 0, gv0);
     return;
   }
+  if (KW < 0) return depthwise_phases<GB>(g, taps, y_row, gv0, stream);
+  constexpr int K = KW > 0 ? KW : 1;
   int64_t lo = 0, hi = 0;
   inside_columns(g, &lo, &hi);
   for (int64_t ow = 0; ow < g.OW; ow += P) {
-    const int64_t np = std::min<int64_t>(P, g.OW - ow);
+    const int64_t np = std::min<int64_t>(P, g.OW - ow), first = ow * S - g.pw;
+    float* y0 = y_row + ow * g.Gp;
     if (ow >= lo && ow + P <= hi)
-      depthwise_slide<P, GB, KW, S, false>(g, taps, y_row, ow, gv0, P, stream);
+      depthwise_slide<P, GB, K, S, false>(g, taps, y0, g.Gp, first, 0, 1, gv0, P, stream);
     else
-      depthwise_slide<P, GB, KW, S, true>(g, taps, y_row, ow, gv0, np, stream);
+      depthwise_slide<P, GB, K, S, true>(g, taps, y0, g.Gp, first, 0, 1, gv0, np, stream);
   }
 }
 
 template <int GB, int KW, int S, typename Pool>
 void depthwise_all(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
-  constexpr int P = KW ? slide_columns(GB, KW) : 8 / (GB < 3 ? GB : 2);
+  constexpr int P = KW > 0 ? slide_columns(GB, KW) : 8 / (GB < 3 ? GB : 2);
   std::vector<float> zeros(g.Gp, 0.0f);
   const int64_t chunks = g.Gp / kLanes / GB, row_size = g.OW * g.Gp, rows = g.N * g.OD * g.OH;
   // An output larger than the caches goes to memory with streaming stores (measured on
@@ -301,9 +348,12 @@ void depthwise_all(Pool& pool, const Geom& g, const float* x, const float* w, fl
   });
 }
 
-// Picks the sliding block for kernel widths 3, 5, 7 and strides 1, 2 without dilation.
+// Picks the sliding block for kernel widths 3, 5, 7 and strides 1, 2 without dilation,
+// or the phases of an input-dilated row (stride 1, at most 4 kernel columns a phase).
 template <int GB, typename Pool>
 void depthwise_width(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
+  if (g.lw > 1 && g.sw == 1 && g.rw == 1 && (g.KW + g.lw - 1) / g.lw <= 4)
+    return depthwise_all<GB, -1, 1>(pool, g, x, w, y);
   const bool plain = g.lw == 1 && g.rw == 1 && (g.sw == 1 || g.sw == 2);
   const int64_t kw = plain ? g.KW : 0;
   if (kw == 3 && g.sw == 1) return depthwise_all<GB, 3, 1>(pool, g, x, w, y);
