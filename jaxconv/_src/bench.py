@@ -344,7 +344,7 @@ def _repeat_count(first: float, *, repeats: int, min_time: float, max_time: floa
 #: right before each timed one when several programs are timed round-robin ...
 PRIME_BELOW_S = 0.2
 #: ... for at least this long (seconds; at least one call).
-PRIME_MIN_S = 0.004
+PRIME_MIN_S = 0.02
 
 
 def time_interleaved(

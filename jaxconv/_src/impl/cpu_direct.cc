@@ -1,13 +1,19 @@
 // "cpu_direct": grouped and depthwise convolution computed directly on the CPU, called
 // from XLA through its FFI (jaxconv/_src/impl/cpu_direct.py builds and registers it).
 //
-// Layout (prepared by the Python side): the groups are the innermost axis, padded to a
-// multiple of 16 lanes (Gp), so that one vector holds one value of 16 groups and every
-// group does the same arithmetic in its own lane:
+// Two layouts (prepared by the Python side):
 //
-//   x  (N, D, H, W, Cg, Gp)       input, Cg input channels per group
-//   w  (KD, KH, KW, Cg, M, Gp)    kernel, M output channels per group
-//   y  (N, OD, OH, OW, M, Gp)     output
+// * groups in the lanes (depthwise, and groups whose output channels are not a multiple
+//   of 8): the groups are the innermost axis, padded to a multiple of 16 lanes (Gp), so
+//   that one vector holds one value of 16 groups and every group does the same
+//   arithmetic in its own lane:
+//
+//     x  (N, D, H, W, Cg, Gp)       input, Cg input channels per group
+//     w  (KD, KH, KW, Cg, M, Gp)    kernel, M output channels per group
+//     y  (N, OD, OH, OW, M, Gp)     output
+//
+// * channels last (M % 8 == 0; the "Nhwc" handlers): the operands as they come, a vector
+//   holding 8 or 16 output channels of one group (see `nhwc_block`).
 //
 // Lower-rank convolutions arrive with size-1 leading spatial axes. The geometry is one
 // int64 attribute `geom` (see `Geom`). Input (lhs) dilation is handled by index

@@ -5,19 +5,29 @@ XLA:CPU has no fast kernel for feature-grouped convolution: lax's depthwise and 
 layers run 10-200x slower than PyTorch's on the CPU, and the best XLA formulations
 (:mod:`~jaxconv._src.impl.taps`) still leave small layers at a floor of nine fused loops
 and ResNeXt's 16-channel groups 10x behind (``benchmarks/NOTES.md``). This
-implementation is one C++ loop nest (``cpu_direct.cc``) that keeps 16 groups in the 16
-lanes of a vector, so every group does its own small product in its own lane:
+implementation is a C++ loop nest (``cpu_direct.cc``) in two layouts:
 
-* input ``(N, *spatial, C)`` is laid out as ``(N, *spatial, C/G, G)``, the kernel
-  ``(*window, C/G, O)`` as ``(*window, C/G, O/G, G)``, the output comes back as
-  ``(N, *out, O/G, G)``; the groups axis is padded to a multiple of 16 (XLA transposes,
-  one pass over each operand);
+* groups with a multiple of 8 output channels each (ResNeXt's 8 and 16, depthwise
+  multipliers of 8): the operands as they come, channels last; a vector holds 8 or 16
+  output channels of one group, each input value is broadcast to them, and the kernel
+  is made group-major (a small transpose) so that a group's vectors are contiguous. No
+  activation is transposed on the way in or out;
+* every other group shape (depthwise, 1-4 outputs per group): 16 groups in the 16 lanes
+  of a vector, so every group does its own small product in its own lane: input
+  ``(N, *spatial, C)`` as ``(N, *spatial, C/G, G)``, the kernel ``(*window, C/G, O)``
+  as ``(*window, C/G, O/G, G)``, the output back from ``(N, *out, O/G, G)``, the groups
+  axis padded to a multiple of 16 (a free reshape for depthwise, else XLA transposes);
 * each block of output columns x output channels accumulates in registers over the
   taps that reach the input (taps in the padding are skipped, so a 31x31 kernel on a
-  14x14 input costs what its reachable taps cost) and the input channels of the group;
+  14x14 input costs what its reachable taps cost). Depthwise rows of kernel width 3, 5
+  or 7 use sliding blocks: a kernel row's vectors stay in registers and each input
+  vector is loaded once for every output it reaches (the kernel gradient likewise,
+  with the cotangents in registers); outputs larger than the caches are written with
+  streaming stores;
 * input dilation is index arithmetic (no zeros are read), so the input gradient of a
   strided layer, a convolution on the transposed spec of :mod:`jaxconv._src.autodiff`,
-  runs in the same loop; the kernel gradient is a second loop (``KernelGrad``);
+  runs in the same loops (depthwise rows as their stride-1 phases); the kernel gradient
+  is a second loop per layout (``KernelGrad``, ``KernelGradNhwc``);
 * the work is split over output rows on XLA's intra-op thread pool.
 
 Derivatives: the same bilinear primitive as ``"taps"`` (any order, forward and reverse
