@@ -104,6 +104,17 @@ void parallel_for(Pool& pool, int64_t n, const Body& body) {
   while (state->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
 }
 
+// Runs body(row) for every output row, in runs of consecutive rows (about 8 runs per
+// thread, claimed dynamically): a thread's next row then re-reads the input rows its
+// last one left in its caches.
+template <typename Pool, typename Body>
+void parallel_rows(Pool& pool, int64_t rows, const Body& body) {
+  const int64_t run = std::max<int64_t>(1, rows / (8 * pool.num_threads()));
+  parallel_for(pool, (rows + run - 1) / run, [&](int64_t i) {
+    for (int64_t r = i * run; r < std::min(rows, (i + 1) * run); ++r) body(r);
+  });
+}
+
 // ----------------------------------------------------------------------------------
 // Forward: P output columns x MB output channels x GB vectors of 16 groups per block.
 
@@ -345,7 +356,7 @@ void depthwise_all(Pool& pool, const Geom& g, const float* x, const float* w, fl
   // MobileNetV2's 56x56x144 layer, NOTES.md section 14).
   const bool stream = KW && rows * row_size * sizeof(float) > kStreamBytes &&
                       reinterpret_cast<uintptr_t>(y) % 64 == 0;
-  parallel_for(pool, rows, [&](int64_t row) {
+  parallel_rows(pool, rows, [&](int64_t row) {
     std::vector<Tap> taps;
     row_taps(g, x, w, row, &taps, g.Cg * g.M * g.Gp);
     for (int64_t c = 0; c < chunks; ++c)
@@ -389,7 +400,7 @@ template <int P, int MB, int GB, typename Pool>
 void forward_all(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
   std::vector<float> zeros(g.Cg * g.Gp, 0.0f);
   const int64_t row_size = g.OW * g.M * g.Gp;
-  parallel_for(pool, g.N * g.OD * g.OH, [&](int64_t row) {
+  parallel_rows(pool, g.N * g.OD * g.OH, [&](int64_t row) {
     std::vector<Tap> taps;
     row_taps(g, x, w, row, &taps, g.Cg * g.M * g.Gp);
     grouped_row<P, MB, GB>(g, taps, zeros.data(), y + row * row_size);
@@ -491,7 +502,7 @@ void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w,
   const int64_t O = g.M * g.Gp, row_size = g.OW * O;
   int64_t lo = 0, hi = 0;
   if (g.lw == 1) inside_columns(g, &lo, &hi);
-  parallel_for(pool, g.N * g.OD * g.OH, [&](int64_t row) {
+  parallel_rows(pool, g.N * g.OD * g.OH, [&](int64_t row) {
     std::vector<Tap> taps;
     row_taps(g, x, w, row, &taps, g.Cg * g.M);
     float* y_row = y + row * row_size;
