@@ -597,7 +597,8 @@ template <typename Pool>
 void run_forward(Pool& pool, const Geom& g, const float* xp, const float* wp, float* yp) {
   const int64_t gvs = g.Gp / kLanes;
   if (g.Cg * g.M == 1) {  // depthwise: several vectors of groups per block
-    const bool narrow = g.KW <= 3;  // wider kernels keep at most 2 vectors' kernels in registers
+    // the sliding blocks of widths 5 and 7 keep at most 2 vectors' kernels in registers
+    const bool narrow = g.KW != 5 && g.KW != 7;
     if (gvs % 4 == 0 && narrow)
       depthwise_width<4>(pool, g, xp, wp, yp);
     else if (gvs % 3 == 0 && narrow)
