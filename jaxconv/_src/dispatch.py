@@ -81,7 +81,7 @@ def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
 
     * feature groups (depthwise, ResNeXt, large depthwise kernels), float32:
       ``cpu_direct`` (a C++ loop through XLA's FFI, compiled on first use;
-      forward+backward 1.00-5.6x PyTorch's and 30-750x lax's, the forward 9.9-330x
+      forward+backward 46-528x lax's and 0.87-5.9x PyTorch's, the forward 9.1-483x
       lax's); where it declines (other dtypes, no compiler), the rules below;
     * a window of at least 121 taps (11x11 and up): ``fft`` (RepLKNet's 31x31: 16-47x
       lax), then ``xla`` (integer inputs, which fft does not take);
