@@ -60,7 +60,15 @@ CASES = {
         None,
     ),
     "depthwise_5x5_s2_one_vector": ((1, 9, 13, 16), (5, 5, 1, 16), (2, 2), "SAME", 16, None, None),
-    "depthwise_7x7_s2_crop": ((1, 12, 15, 32), (7, 7, 1, 32), (2, 2), ((3, 1), (-1, 2)), 32, None, None),
+    "depthwise_7x7_s2_crop": (
+        (1, 12, 15, 32),
+        (7, 7, 1, 32),
+        (2, 2),
+        ((3, 1), (-1, 2)),
+        32,
+        None,
+        None,
+    ),
     "depthwise_3x3_wide_row": ((1, 4, 40, 16), (3, 3, 1, 16), (1, 1), "SAME", 16, None, None),
     # input gradient: phases of every width 1-4, and a phase reading only inserted zeros
     "depthwise_1x1_s2": ((1, 5, 7, 16), (1, 1, 1, 16), (2, 2), "VALID", 16, None, None),

@@ -312,8 +312,10 @@ void depthwise_phases(const Geom& g, const std::vector<Tap>& taps, float* y_row,
     const int64_t width = (g.KW - 1 - kw0) / g.lw + 1, first = (r + kw0 - g.pw) / g.lw;
     if (width == 1) depthwise_phase<GB, 1>(g, taps, y_row, r, first, kw0, gv0, stream);
     if (width == 2) depthwise_phase<GB, 2>(g, taps, y_row, r, first, kw0, gv0, stream);
-    if (width == 3) depthwise_phase<GB, 3>(g, taps, y_row, r, first, kw0, gv0, stream);
-    if (width == 4) depthwise_phase<GB, 4>(g, taps, y_row, r, first, kw0, gv0, stream);
+    if constexpr (GB <= 2) {
+      if (width == 3) depthwise_phase<GB, 3>(g, taps, y_row, r, first, kw0, gv0, stream);
+      if (width == 4) depthwise_phase<GB, 4>(g, taps, y_row, r, first, kw0, gv0, stream);
+    }
   }
 }
 
@@ -366,19 +368,22 @@ void depthwise_all(Pool& pool, const Geom& g, const float* x, const float* w, fl
 }
 
 // Picks the sliding block for kernel widths 3, 5, 7 and strides 1, 2 without dilation,
-// or the phases of an input-dilated row (stride 1, at most 4 kernel columns a phase).
+// or the phases of an input-dilated row (stride 1, at most 4 kernel columns a phase, 2
+// with 3-4 vectors per block).
 template <int GB, typename Pool>
 void depthwise_width(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
-  if (g.lw > 1 && g.sw == 1 && g.rw == 1 && (g.KW + g.lw - 1) / g.lw <= 4)
+  if (g.lw > 1 && g.sw == 1 && g.rw == 1 && (g.KW + g.lw - 1) / g.lw <= (GB <= 2 ? 4 : 2))
     return depthwise_all<GB, -1, 1>(pool, g, x, w, y);
   const bool plain = g.lw == 1 && g.rw == 1 && (g.sw == 1 || g.sw == 2);
   const int64_t kw = plain ? g.KW : 0;
   if (kw == 3 && g.sw == 1) return depthwise_all<GB, 3, 1>(pool, g, x, w, y);
   if (kw == 3) return depthwise_all<GB, 3, 2>(pool, g, x, w, y);
-  if (GB <= 2 && kw == 5 && g.sw == 1) return depthwise_all<GB, 5, 1>(pool, g, x, w, y);
-  if (GB <= 2 && kw == 5) return depthwise_all<GB, 5, 2>(pool, g, x, w, y);
-  if (GB <= 2 && kw == 7 && g.sw == 1) return depthwise_all<GB, 7, 1>(pool, g, x, w, y);
-  if (GB <= 2 && kw == 7) return depthwise_all<GB, 7, 2>(pool, g, x, w, y);
+  if constexpr (GB <= 2) {  // wider sliding blocks hold at most 2 vectors' kernels
+    if (kw == 5 && g.sw == 1) return depthwise_all<GB, 5, 1>(pool, g, x, w, y);
+    if (kw == 5) return depthwise_all<GB, 5, 2>(pool, g, x, w, y);
+    if (kw == 7 && g.sw == 1) return depthwise_all<GB, 7, 1>(pool, g, x, w, y);
+    if (kw == 7) return depthwise_all<GB, 7, 2>(pool, g, x, w, y);
+  }
   depthwise_all<GB, 0, 1>(pool, g, x, w, y);
 }
 
@@ -830,39 +835,27 @@ void run_kernel_grad_nhwc(Pool& pool, const Geom& g, const float* x, const float
     nhwc_kgrad_cb<8>(pool, g, x, dy, dw);
 }
 
-ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
-                   ffi::ResultBuffer<ffi::F32> y, ffi::Span<const int64_t> geom) {
+// The four loops behind one signature: (input, kernel or cotangent) -> result.
+template <bool NHWC, bool KERNEL_GRAD>
+ffi::Error Run(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
+               ffi::ResultBuffer<ffi::F32> out, ffi::Span<const int64_t> geom) {
   Geom g;
-  if (!read_geom(geom, &g)) return ffi::Error::InvalidArgument("cpu_direct: bad geometry");
-  run_forward(pool, g, x.typed_data(), w.typed_data(), y->typed_data());
+  const bool ok = NHWC ? read_nhwc_geom(geom, &g) : read_geom(geom, &g);
+  if (!ok || (KERNEL_GRAD && (g.ld != 1 || g.lh != 1 || g.lw != 1)))
+    return ffi::Error::InvalidArgument("cpu_direct: bad geometry");
+  const float *ap = a.typed_data(), *bp = b.typed_data();
+  float* op = out->typed_data();
+  if (NHWC && KERNEL_GRAD) run_kernel_grad_nhwc(pool, g, ap, bp, op);
+  if (NHWC && !KERNEL_GRAD) run_forward_nhwc(pool, g, ap, bp, op);
+  if (!NHWC && KERNEL_GRAD) run_kernel_grad(pool, g, ap, bp, op);
+  if (!NHWC && !KERNEL_GRAD) run_forward(pool, g, ap, bp, op);
   return ffi::Error::Success();
 }
 
-ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
-                      ffi::ResultBuffer<ffi::F32> dw, ffi::Span<const int64_t> geom) {
-  Geom g;
-  if (!read_geom(geom, &g) || g.ld != 1 || g.lh != 1 || g.lw != 1)
-    return ffi::Error::InvalidArgument("cpu_direct: bad kernel-gradient geometry");
-  run_kernel_grad(pool, g, x.typed_data(), dy.typed_data(), dw->typed_data());
-  return ffi::Error::Success();
-}
-
-ffi::Error ForwardNhwc(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
-                       ffi::ResultBuffer<ffi::F32> y, ffi::Span<const int64_t> geom) {
-  Geom g;
-  if (!read_nhwc_geom(geom, &g)) return ffi::Error::InvalidArgument("cpu_direct: bad geometry");
-  run_forward_nhwc(pool, g, x.typed_data(), w.typed_data(), y->typed_data());
-  return ffi::Error::Success();
-}
-
-ffi::Error KernelGradNhwc(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
-                          ffi::ResultBuffer<ffi::F32> dw, ffi::Span<const int64_t> geom) {
-  Geom g;
-  if (!read_nhwc_geom(geom, &g) || g.ld != 1 || g.lh != 1 || g.lw != 1)
-    return ffi::Error::InvalidArgument("cpu_direct: bad kernel-gradient geometry");
-  run_kernel_grad_nhwc(pool, g, x.typed_data(), dy.typed_data(), dw->typed_data());
-  return ffi::Error::Success();
-}
+constexpr auto Forward = Run<false, false>;
+constexpr auto KernelGrad = Run<false, true>;
+constexpr auto ForwardNhwc = Run<true, false>;
+constexpr auto KernelGradNhwc = Run<true, true>;
 
 }  // namespace
 

@@ -34,7 +34,7 @@ Derivatives: the same bilinear primitive as ``"taps"`` (any order, forward and r
 mode); the kernel gradient's own derivatives are taps' (exact, slower).
 
 The library is compiled on first use with the system C++ compiler (``$CXX``, else
-``c++``/``g++``/``clang++``; ``-O3 -march=native``), about 4 s, and cached under
+``c++``/``g++``/``clang++``; ``-O3 -march=native``), about 15 s, and cached under
 ``$JAXCONV_CACHE_DIR`` (default ``~/.cache/jaxconv``) by a hash of the source, the
 flags, jaxlib's version and the processor. Without a compiler, ``supports`` says so and
 the automatic choice moves on. Float32 on the CPU backend only; 1-3 spatial dimensions;
@@ -43,6 +43,7 @@ feature groups only (no batch groups).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -74,7 +75,6 @@ _TARGETS = {
     "forward_nhwc": ("jaxconv_cpu_direct_forward_nhwc", "JaxconvCpuDirectForwardNhwc"),
     "kernel_grad_nhwc": ("jaxconv_cpu_direct_kernel_grad_nhwc", "JaxconvCpuDirectKernelGradNhwc"),
 }
-
 
 
 def _compiler() -> str | None:
@@ -123,20 +123,48 @@ def library() -> tuple[ctypes.CDLL | None, str | None]:
     try:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
-            os.close(fd)
-            cmd = [cxx, *_FLAGS, f"-I{include}", str(_SOURCE), "-o", tmp]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0:
-                os.unlink(tmp)
-                return None, f"compiling {_SOURCE.name} failed: {done.stderr[-800:]}"
-            os.replace(tmp, path)  # atomic: concurrent first uses each write their own
+            with _build_lock(path):  # concurrent first uses: one compiles, the others wait
+                if not path.exists():
+                    reason = _compile(cxx, include, path)
+                    if reason is not None:
+                        return None, reason
         lib = ctypes.cdll.LoadLibrary(str(path))
     except OSError as e:
         return None, f"could not build or load {path} ({e}); set $JAXCONV_CACHE_DIR"
     for target, symbol in _TARGETS.values():
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), "cpu")
     return lib, None
+
+
+def _compile(cxx: str, include: str, path: Path) -> str | None:
+    """Compiles the source into ``path`` (atomically: written aside, then renamed);
+    the compiler's error as the reason on failure."""
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+    os.close(fd)
+    cmd = [cxx, *_FLAGS, f"-I{include}", str(_SOURCE), "-o", tmp]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        os.unlink(tmp)
+        return f"compiling {_SOURCE.name} failed: {done.stderr[-800:]}"
+    os.replace(tmp, path)
+    return None
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path):
+    """An exclusive lock beside ``path`` where the platform has ``fcntl`` (else none:
+    concurrent builds then each write their own copy and rename it in place)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path.with_suffix(".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def supports(spec: ConvSpec) -> str | None:
