@@ -205,7 +205,7 @@ def _geometry(spec: ConvSpec, Cg: int, M: int, Gp: int) -> np.ndarray:
 def _channels_last(spec: ConvSpec) -> bool:
     """Whether the loop runs on the channels-last operands, 8 or 16 output channels of a
     group in the lanes (whole vectors of them: ``M % 8 == 0``), rather than with the
-    groups in the lanes. No transposes of the activations either way in or out
+    groups in the lanes; then no activation is transposed on the way in or out
     (``NOTES.md`` section 14)."""
     return (spec.out_features // spec.feature_group_count) % 8 == 0
 
