@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
 from jax import lax
 from strategies import conv_specs, random_operands
 
@@ -88,6 +89,33 @@ CASES = {
     "channels_last_3d": ((1, 4, 5, 6, 32), (3, 3, 3, 16, 32), (1, 1, 1), "SAME", 2, None, None),
     "channels_last_wide_row": ((1, 3, 30, 32), (3, 3, 8, 64), (1, 1), "SAME", 4, None, None),
     "depthwise_multiplier_16": ((1, 6, 7, 3), (3, 3, 1, 48), (1, 1), "SAME", 3, None, None),
+    # input-dilated channels-last forward: a phase per residue of the output columns
+    "channels_last_input_dilated": (
+        (1, 5, 6, 16),
+        (3, 3, 8, 32),
+        (1, 1),
+        ((2, 1), (1, 2)),
+        2,
+        None,
+        (2, 3),
+    ),
+    # dense (one group, a multiple of 8 outputs): the channels-last loops
+    "dense_3x3": ((2, 6, 7, 8), (3, 3, 8, 16), (1, 1), "SAME", 1, None, None),
+    "dense_transposed_4x4_s2": ((2, 5, 6, 16), (4, 4, 16, 8), (1, 1), ((2, 2), (2, 2)), 1, None, (2, 2)),
+    "dense_transposed_1d_k8_s4": ((2, 9, 16), (8, 16, 8), (1,), ((5, 5),), 1, None, (4,)),
+    # input dilation with strides: 3 phases 2 input columns apart, 2 phases 3 apart
+    "dense_input_dilated_strided": (
+        (1, 7, 8, 8),
+        (3, 3, 8, 16),
+        (2, 3),
+        ((1, 2), (0, 1)),
+        1,
+        (1, 2),
+        (3, 2),
+    ),
+    # 3 input features: the input gradient (3 outputs) runs on XLA's own operations
+    "dense_stem_3_in": ((1, 9, 10, 3), (7, 7, 3, 16), (2, 2), "SAME", 1, None, None),
+    "dense_3d": ((1, 4, 5, 6, 8), (3, 3, 3, 8, 8), (1, 1, 1), "SAME", 1, None, None),
 }
 
 
@@ -187,7 +215,9 @@ def test_forward_mode_second_order_and_vmap(case):
     )
 )
 def test_random_grouped_configurations(spec):
-    assume(spec.feature_group_count > 1 and spec.batch_group_count == 1)
+    # grouped, and dense with whole vectors of outputs
+    assume(spec.batch_group_count == 1)
+    assume(spec.feature_group_count > 1 or spec.out_features % 8 == 0)
     x, w = random_operands(spec, 0)
     out = jax.jit(lambda a, b: dispatch.run(a, b, spec, "cpu_direct"))(x, w)
     ref = reference_conv(x, w, spec)
@@ -206,6 +236,41 @@ def test_random_grouped_configurations(spec):
         assert relative_error(a, b) <= 1e-4
 
 
+@settings(max_examples=15, deadline=None)
+@given(data=st.data())
+def test_random_dense_geometries(data):
+    # dense specs (one group, 8 or 16 outputs: the channels-last loops; 3 input features
+    # sends the input gradient to XLA): strides, both dilations, pads and crops, 1-3-D
+    n = data.draw(st.sampled_from([1, 2, 3]))
+    draw = lambda lo, hi: tuple(data.draw(st.integers(lo, hi)) for _ in range(n))
+    window, sizes = draw(1, 2 if n == 3 else 3), draw(1, 4 if n == 3 else 7)
+    lhs_dil = tuple(data.draw(st.sampled_from([1, 1, 2, 3])) for _ in range(n))
+    pads = tuple(zip(draw(-1, 3), draw(-1, 3)))
+    C, O = data.draw(st.sampled_from([3, 8])), data.draw(st.sampled_from([8, 16]))
+    try:
+        spec = ConvSpec.create(
+            (2, *sizes, C),
+            (*window, C, O),
+            draw(1, 3),
+            pads,
+            lhs_dilation=lhs_dil,
+            rhs_dilation=draw(1, 2),
+            dimension_numbers=default_dimension_numbers(n),
+        )
+    except ValueError:
+        assume(False)
+    assert cpu_direct.supports(spec) is None
+    x, w = random_operands(spec, 0)
+    out = jax.jit(lambda a, b: cpu_direct.conv(a, b, spec))(x, w)
+    assert relative_error(out, reference_conv(x, w, spec)) <= tolerance(spec.out_dtype)
+    ct = jnp.asarray(np.random.default_rng(2).standard_normal(spec.out_shape), jnp.float32)
+    grad = lambda impl: jax.grad(lambda a, b: jnp.sum(dispatch.run(a, b, spec, impl) * ct), (0, 1))(
+        x, w
+    )
+    for a, b in zip(jax.jit(lambda: grad("cpu_direct"))(), grad("im2col")):
+        assert relative_error(a, b) <= 1e-4
+
+
 def test_declines_what_it_does_not_compute():
     def spec(lhs, rhs, **kw):
         dn = default_dimension_numbers(2)
@@ -214,11 +279,12 @@ def test_declines_what_it_does_not_compute():
     base = spec((1, 5, 5, 8), (3, 3, 1, 8), feature_group_count=8)
     assert cpu_direct.supports(base) is None
     assert "float32" in cpu_direct.supports(base.replace(lhs_dtype=np.dtype(jnp.bfloat16)))
+    assert cpu_direct.supports(spec((1, 5, 5, 8), (3, 3, 8, 16))) is None
     dense = spec((1, 5, 5, 8), (3, 3, 8, 4))
-    assert "feature_group_count" in cpu_direct.supports(dense)
+    assert "multiple of 8" in cpu_direct.supports(dense)
     batch = spec((4, 5, 5, 8), (3, 3, 8, 4), batch_group_count=2)
     assert cpu_direct.supports(batch) is not None
-    with pytest.raises(NotImplementedError, match="cpu_direct: grouped and depthwise"):
+    with pytest.raises(NotImplementedError, match="cpu_direct: dense convolutions need a multiple of 8"):
         jaxconv.conv_general_dilated(
             jnp.ones((1, 5, 5, 8)),
             jnp.ones((3, 3, 8, 4)),

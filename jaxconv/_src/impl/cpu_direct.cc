@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <numeric>
 #include <thread>
 #include <vector>
 
@@ -270,28 +271,41 @@ void row_taps(const Geom& g, const float* x, const float* w, int64_t row,
   }
 }
 
-// For the kernel gradients (no input dilation): body(input row, tap, kw, lo, hi) for each
-// kernel tap through which output row `row` reads the input, with the output columns
-// [lo, hi) whose input column ow * sw + kw * rw - pw lies in [0, W); `pixel` is the
-// floats per input pixel. (The depthwise kernel gradient keeps its own loops: as a
+// One kernel tap's share of an output row in the kernel gradients: output columns
+// o0, o0 + ostep, ... (count of them) read the input pixels x, x + istep pixels, ...
+struct Span {
+  const float* x;
+  int64_t tap, o0, count, ostep, istep;
+};
+
+// For the kernel gradients: body(span) for each kernel tap through which output row `row`
+// reads the input (taps in the padding or between the dilated input's values skipped);
+// `pixel` is the floats per input pixel. With input dilation lw, output column ow reads
+// dilated column ow * sw + kw * rw - pw, a real input when divisible by lw: every
+// lw / gcd(sw, lw)-th column. (The depthwise kernel gradient keeps its own loops: as a
 // lambda body, its sliding block lost a quarter of its speed.)
 template <typename Body>
 void kernel_tap_spans(const Geom& g, const float* x, int64_t row, int64_t pixel,
                       const Body& body) {
   const int64_t oh = row % g.OH, od = (row / g.OH) % g.OD, n = row / (g.OH * g.OD);
+  const int64_t ostep = g.lw / std::gcd(g.sw, g.lw), istep = g.sw * ostep / g.lw;
   for (int64_t kd = 0; kd < g.KD; ++kd) {
-    int64_t id = input_index(od, kd, g.sd, g.pd, g.rd, 1, g.D);
+    int64_t id = input_index(od, kd, g.sd, g.pd, g.rd, g.ld, g.D);
     if (id < 0) continue;
     for (int64_t kh = 0; kh < g.KH; ++kh) {
-      int64_t ih = input_index(oh, kh, g.sh, g.ph, g.rh, 1, g.H);
+      int64_t ih = input_index(oh, kh, g.sh, g.ph, g.rh, g.lh, g.H);
       if (ih < 0) continue;
       const float* x_row = x + ((n * g.D + id) * g.H + ih) * g.W * pixel;
       for (int64_t kw = 0; kw < g.KW; ++kw) {
-        const int64_t off = kw * g.rw - g.pw;
-        const int64_t lo = off >= 0 ? 0 : (-off + g.sw - 1) / g.sw;
-        const int64_t hi =
-            std::min(g.OW, g.W - 1 - off < 0 ? int64_t{0} : (g.W - 1 - off) / g.sw + 1);
-        if (lo < hi) body(x_row, (kd * g.KH + kh) * g.KW + kw, kw, lo, hi);
+        const int64_t off = kw * g.rw - g.pw;  // dilated input column of output 0
+        int64_t o0 = off >= 0 ? 0 : (-off + g.sw - 1) / g.sw;
+        const int64_t o_end = std::min(g.OW, o0 + ostep);
+        while (o0 < o_end && (o0 * g.sw + off) % g.lw) ++o0;
+        if (o0 >= o_end) continue;
+        const int64_t q0 = (o0 * g.sw + off) / g.lw;
+        if (q0 >= g.W) continue;
+        const int64_t count = std::min((g.OW - o0 + ostep - 1) / ostep, (g.W - q0 + istep - 1) / istep);
+        body(Span{x_row + q0 * pixel, (kd * g.KH + kh) * g.KW + kw, o0, count, ostep, istep});
       }
     }
   }
@@ -472,29 +486,28 @@ inline void storev(float* p, V v) {
   std::memcpy(p, &v, sizeof(V));
 }
 
-// P output columns x L output channels of group `grp` (from m0), input channels CB at a
-// time with their kernel vectors in registers; the first `np` columns are stored.
-// MODE 0: every column reads the input; 1: columns reading the padding are skipped
-// (no input dilation); 2: any geometry, the input column of each found by index.
-template <int L, int P, int CB, int MODE>
+// P output columns ow0, ow0 + ostep, ... x L output channels of group `grp` (from m0),
+// input channels CB at a time with their kernel vectors in registers; the first `np`
+// columns are stored. The columns are of one phase (with input dilation lw, ostep =
+// lw / gcd(sw, lw)): a tap reads the input for all of them or for none, and consecutive
+// columns read input columns istep = sw * ostep / lw apart. EDGE: columns whose input
+// column lies outside the input (or beyond np) are skipped. `stream`: 16-lane results go
+// to memory with streaming stores.
+template <int L, int P, int CB, bool EDGE>
 void nhwc_block(const Geom& g, const std::vector<Tap>& taps, float* y_row, int64_t ow0,
-                int64_t np, int64_t grp, int64_t m0) {
+                int64_t np, int64_t ostep, int64_t grp, int64_t m0, bool stream) {
   using V = typename VecOf<L>::type;
   const int64_t C = g.Cg * g.Gp, O = g.M * g.Gp;  // pixel strides of x and y
+  const int64_t istep = g.sw * ostep / g.lw;
   V acc[P];
   for (int p = 0; p < P; ++p) acc[p] = V{};
   const int64_t first = ow0 * g.sw - g.pw;
   for (const Tap& t : taps) {
     const float* row = t.x - t.kw * g.rw * C + grp * g.Cg;  // this group's channels
-    const int64_t q0 = first + t.kw * g.rw;                 // input column of p = 0 (MODE < 2)
-    int64_t iw[P];
-    if (MODE == 2) {
-      bool any = false;
-      for (int p = 0; p < P; ++p) {
-        iw[p] = p < np ? input_index(ow0 + p, t.kw, g.sw, g.pw, g.rw, g.lw, g.W) : -1;
-        any |= iw[p] >= 0;
-      }
-      if (!any) continue;
+    int64_t q0 = first + t.kw * g.rw;                       // dilated input column of p = 0
+    if (g.lw != 1) {
+      if (q0 % g.lw) continue;  // a tap between the input's values for this phase
+      q0 /= g.lw;
     }
     const float* wt = t.w + grp * g.KD * g.KH * g.KW * g.Cg * g.M + m0;
     for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
@@ -507,24 +520,26 @@ void nhwc_block(const Geom& g, const std::vector<Tap>& taps, float* y_row, int64
       const float* xc = row + q0 * C + ci0;
 #pragma GCC unroll 32
       for (int p = 0; p < P; ++p) {
-        const bool in = MODE == 0   ? true
-                        : MODE == 1 ? p < np && static_cast<uint64_t>(q0 + p * g.sw) <
-                                                    static_cast<uint64_t>(g.W)
-                                    : iw[p] >= 0;
-        if (in) {
-          const float* xp = MODE == 2 ? row + iw[p] * C + ci0 : xc;
+        if (!EDGE || (p < np && static_cast<uint64_t>(q0 + p * istep) < static_cast<uint64_t>(g.W))) {
 #pragma GCC unroll 16
-          for (int c = 0; c < CB; ++c) acc[p] += xp[c] * wv[c];
+          for (int c = 0; c < CB; ++c) acc[p] += xc[c] * wv[c];
         }
-        if (MODE < 2) xc = next(xc, g.sw * C);
+        xc = next(xc, istep * C);
       }
     }
   }
   float* yc = y_row + ow0 * O + grp * g.M + m0;
   for (int p = 0; p < P; ++p) {
-    if (MODE > 0 && p >= np) break;
+    if (EDGE && p >= np) break;
+    if constexpr (L == 16) {
+      if (stream) {
+        _mm512_stream_ps(yc, reinterpret_cast<__m512>(acc[p]));
+        yc = next(yc, ostep * O);
+        continue;
+      }
+    }
     storev(yc, acc[p]);
-    yc = next(yc, O);
+    yc = next(yc, ostep * O);
   }
 }
 
@@ -532,9 +547,13 @@ template <int L, int CB, typename Pool>
 void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
   constexpr int P = 16;
   const int64_t O = g.M * g.Gp, row_size = g.OW * O;
+  const int64_t ostep = g.lw / std::gcd(g.sw, g.lw);
   int64_t lo = 0, hi = 0;
   if (g.lw == 1) inside_columns(g, &lo, &hi);
-  parallel_rows(pool, g.N * g.OD * g.OH, [&](int64_t row) {
+  const int64_t rows = g.N * g.OD * g.OH;
+  const bool stream = rows * row_size * sizeof(float) > kStreamBytes &&
+                      reinterpret_cast<uintptr_t>(y) % 64 == 0;
+  parallel_rows(pool, rows, [&](int64_t row) {
     std::vector<Tap> taps;
     row_taps(g, x, w, row, &taps, g.Cg * g.M);
     float* y_row = y + row * row_size;
@@ -542,17 +561,23 @@ void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w,
       std::fill(y_row, y_row + row_size, 0.0f);
       return;
     }
+    // P columns of each phase (one phase without input dilation) at a time, all their
+    // output channels before the next columns: their inputs and outputs stay in cache
+    const int64_t phases = std::min(ostep, g.OW);
     for (int64_t grp = 0; grp < g.Gp; ++grp)
-      for (int64_t m0 = 0; m0 < g.M; m0 += L)
-        for (int64_t ow = 0; ow < g.OW; ow += P) {
-          const int64_t np = std::min<int64_t>(g.OW - ow, P);
-          if (g.lw != 1)
-            nhwc_block<L, P, CB, 2>(g, taps, y_row, ow, np, grp, m0);
-          else if (ow >= lo && ow + P <= hi)
-            nhwc_block<L, P, CB, 0>(g, taps, y_row, ow, P, grp, m0);
-          else
-            nhwc_block<L, P, CB, 1>(g, taps, y_row, ow, np, grp, m0);
+      for (int64_t j = 0; j * ostep < g.OW; j += P)
+        for (int64_t r = 0; r < phases; ++r) {
+          const int64_t ow = r + j * ostep;
+          if (ow >= g.OW) break;
+          const int64_t np = std::min<int64_t>((g.OW - ow + ostep - 1) / ostep, P);
+          for (int64_t m0 = 0; m0 < g.M; m0 += L) {
+            if (ostep == 1 && ow >= lo && ow + P <= hi)
+              nhwc_block<L, P, CB, false>(g, taps, y_row, ow, P, 1, grp, m0, stream);
+            else
+              nhwc_block<L, P, CB, true>(g, taps, y_row, ow, np, ostep, grp, m0, stream);
+          }
         }
+    if (stream) _mm_sfence();
   });
 }
 
@@ -575,23 +600,21 @@ void nhwc_kgrad_row(const Geom& g, const float* x, const float* dy, float* dw, i
   using V = typename VecOf<L>::type;
   const int64_t C = g.Cg * g.Gp, O = g.M * g.Gp;
   const float* dy_row = dy + row * g.OW * O;
-  kernel_tap_spans(g, x, row, C, [&](const float* x_row, int64_t tap, int64_t kw, int64_t lo,
-                                     int64_t hi) {
-    const int64_t off = kw * g.rw - g.pw;
-    float* dw_tap = dw + tap * g.Cg * O;
+  kernel_tap_spans(g, x, row, C, [&](const Span& sp) {
+    float* dw_tap = dw + sp.tap * g.Cg * O;
     for (int64_t grp = 0; grp < g.Gp; ++grp)
       for (int64_t m0 = 0; m0 < g.M; m0 += L)
         for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
           V acc[CB];
           for (int c = 0; c < CB; ++c) acc[c] = V{};
-          const float* xc = x_row + (lo * g.sw + off) * C + grp * g.Cg + ci0;
-          const float* dc = dy_row + lo * O + grp * g.M + m0;
-          for (int64_t ow = lo; ow < hi; ++ow) {
+          const float* xc = sp.x + grp * g.Cg + ci0;
+          const float* dc = dy_row + sp.o0 * O + grp * g.M + m0;
+          for (int64_t k = 0; k < sp.count; ++k) {
             const V d = loadv<V>(dc);
 #pragma GCC unroll 16
             for (int c = 0; c < CB; ++c) acc[c] += xc[c] * d;
-            xc = next(xc, g.sw * C);
-            dc = next(dc, O);
+            xc = next(xc, sp.istep * C);
+            dc = next(dc, sp.ostep * O);
           }
           float* out = dw_tap + ci0 * O + grp * g.M + m0;
           for (int c = 0; c < CB; ++c) storev(out + c * O, loadv<V>(out + c * O) + acc[c]);
@@ -638,27 +661,26 @@ void run_forward(Pool& pool, const Geom& g, const float* xp, const float* wp, fl
 // ----------------------------------------------------------------------------------
 // Kernel gradient: dw[tap, ci, m, :] = sum over (n, output position) of
 // x[input position of the tap, ci, :] * dy[output position, m, :]. Each chunk of output
-// rows accumulates into its own buffer; the buffers are summed at the end. No input
-// dilation here (the Python side falls back for it).
+// rows accumulates into its own buffer; the buffers are summed at the end.
 
 template <int CB, int MB>
-void kgrad_span(const Geom& g, const float* x_row, const float* dy_row, float* dw_tap,
-                int64_t lo, int64_t hi, int64_t kw, int64_t gv) {
+void kgrad_span(const Geom& g, const Span& sp, const float* dy_row, float* dw_tap, int64_t gv) {
   const int64_t CgGp = g.Cg * g.Gp, MGp = g.M * g.Gp;
-  const int64_t first = kw * g.rw - g.pw;
   for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
     for (int64_t m0 = 0; m0 < g.M; m0 += MB) {
       v16 acc[CB][MB];
       for (int c = 0; c < CB; ++c)
         for (int m = 0; m < MB; ++m) acc[c][m] = v16{};
-      for (int64_t ow = lo; ow < hi; ++ow) {
-        const float* xb = x_row + (ow * g.sw + first) * CgGp + ci0 * g.Gp + gv * kLanes;
-        const float* db = dy_row + ow * MGp + m0 * g.Gp + gv * kLanes;
+      const float* xb = sp.x + ci0 * g.Gp + gv * kLanes;
+      const float* db = dy_row + sp.o0 * MGp + m0 * g.Gp + gv * kLanes;
+      for (int64_t k = 0; k < sp.count; ++k) {
         v16 xv[CB], dv[MB];
         for (int c = 0; c < CB; ++c) xv[c] = load(xb + c * g.Gp);
         for (int m = 0; m < MB; ++m) dv[m] = load(db + m * g.Gp);
         for (int c = 0; c < CB; ++c)
           for (int m = 0; m < MB; ++m) acc[c][m] += xv[c] * dv[m];
+        xb = next(xb, sp.istep * CgGp);
+        db = next(db, sp.ostep * MGp);
       }
       for (int c = 0; c < CB; ++c)
         for (int m = 0; m < MB; ++m) {
@@ -672,11 +694,9 @@ void kgrad_span(const Geom& g, const float* x_row, const float* dy_row, float* d
 template <int CB, int MB>
 void kgrad_row(const Geom& g, const float* x, const float* dy, float* dw, int64_t row) {
   const float* dy_row = dy + row * g.OW * g.M * g.Gp;
-  kernel_tap_spans(g, x, row, g.Cg * g.Gp, [&](const float* x_row, int64_t tap, int64_t kw,
-                                              int64_t lo, int64_t hi) {
-    float* dw_tap = dw + tap * g.Cg * g.M * g.Gp;
-    for (int64_t gv = 0; gv < g.Gp / kLanes; ++gv)
-      kgrad_span<CB, MB>(g, x_row, dy_row, dw_tap, lo, hi, kw, gv);
+  kernel_tap_spans(g, x, row, g.Cg * g.Gp, [&](const Span& sp) {
+    float* dw_tap = dw + sp.tap * g.Cg * g.M * g.Gp;
+    for (int64_t gv = 0; gv < g.Gp / kLanes; ++gv) kgrad_span<CB, MB>(g, sp, dy_row, dw_tap, gv);
   });
 }
 
@@ -777,7 +797,8 @@ void depthwise_kgrad_all(Pool& pool, const Geom& g, const float* x, const float*
 
 template <typename Pool>
 void run_kernel_grad(Pool& pool, const Geom& g, const float* xp, const float* dp, float* wp) {
-  if (g.Cg * g.M == 1 && g.rw == 1 && (g.sw == 1 || g.sw == 2)) {
+  const bool dilated = g.ld != 1 || g.lh != 1 || g.lw != 1;
+  if (g.Cg * g.M == 1 && g.rw == 1 && (g.sw == 1 || g.sw == 2) && !dilated) {
     const bool s1 = g.sw == 1;
     if (g.KW == 3) return s1 ? depthwise_kgrad_all<3, 1>(pool, g, xp, dp, wp)
                              : depthwise_kgrad_all<3, 2>(pool, g, xp, dp, wp);
@@ -834,7 +855,7 @@ template <bool NHWC, bool KERNEL_GRAD>
 ffi::Error Run(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
                ffi::ResultBuffer<ffi::F32> out, ffi::Span<const int64_t> geom) {
   Geom g;
-  if (!read_geom(geom, &g, NHWC) || (KERNEL_GRAD && (g.ld != 1 || g.lh != 1 || g.lw != 1)))
+  if (!read_geom(geom, &g, NHWC))
     return ffi::Error::InvalidArgument("cpu_direct: bad geometry");
   const float *ap = a.typed_data(), *bp = b.typed_data();
   float* op = out->typed_data();

@@ -176,8 +176,11 @@ def supports(spec: ConvSpec) -> str | None:
         return "float32 accumulation only"
     if not 1 <= spec.nspatial <= 3:
         return f"1-3 spatial dimensions (got {spec.nspatial})"
-    if spec.feature_group_count == 1:
-        return "grouped and depthwise convolutions only (feature_group_count > 1)"
+    if not _direct(spec):
+        return (
+            "dense convolutions need a multiple of 8 output features "
+            f"(got {spec.out_features}); grouped and depthwise ones run with any"
+        )
     if spec.batch_group_count != 1:
         return "no batch groups"
     return library()[1]
@@ -208,6 +211,12 @@ def _channels_last(spec: ConvSpec) -> bool:
     groups in the lanes; then no activation is transposed on the way in or out
     (``NOTES.md`` section 14)."""
     return (spec.out_features // spec.feature_group_count) % 8 == 0
+
+
+def _direct(spec: ConvSpec) -> bool:
+    """Whether the C++ loop computes ``spec``: every grouped spec, and dense ones in the
+    channels-last layout (the lanes layout would pad one group to 16 lanes)."""
+    return spec.feature_group_count > 1 or _channels_last(spec)
 
 
 def _padded_groups(spec: ConvSpec) -> tuple[int, int]:
@@ -242,7 +251,11 @@ def _call(target: str, out_shape, *operands, geom):
 
 
 def forward(lhs, rhs, spec: ConvSpec):
-    """The convolution of ``lhs`` and ``rhs`` (in the spec's layouts) by the C++ loop."""
+    """The convolution of ``lhs`` and ``rhs`` (in the spec's layouts) by the C++ loop;
+    dense specs it does not cover (the input gradient of a layer with a number of input
+    features not a multiple of 8) by XLA's own operations."""
+    if not _direct(spec):
+        return taps._xla_forward(lhs, rhs, spec)
     G, Gp = _padded_groups(spec)
     M, Cg = spec.out_features // G, spec.rhs_in_features
     x, w = W.to_channels_last(lhs, rhs, spec)  # (N, *sp, C), (*win, Cg, O)
@@ -288,9 +301,9 @@ def _kernel_grad_jvp(spec, primals, tangents):
 
 
 def kernel_grad(lhs, g, spec: ConvSpec):
-    """Gradient w.r.t. the kernel: the C++ loop where it applies (no input dilation,
-    float32), else ``"taps"``' kernel gradient."""
-    if supports(spec) is not None or any(d > 1 for d in spec.lhs_dilation) or g.size == 0:
+    """Gradient w.r.t. the kernel: the C++ loop where it applies (float32, the specs of
+    :func:`supports`), else ``"taps"``' kernel gradient."""
+    if supports(spec) is not None or g.size == 0:
         return taps.kernel_grad(lhs, g, spec)
     return _kernel_grad_bilinear(lhs, g, spec)
 
