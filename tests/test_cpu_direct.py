@@ -101,7 +101,15 @@ CASES = {
     ),
     # dense (one group, a multiple of 8 outputs): the channels-last loops
     "dense_3x3": ((2, 6, 7, 8), (3, 3, 8, 16), (1, 1), "SAME", 1, None, None),
-    "dense_transposed_4x4_s2": ((2, 5, 6, 16), (4, 4, 16, 8), (1, 1), ((2, 2), (2, 2)), 1, None, (2, 2)),
+    "dense_transposed_4x4_s2": (
+        (2, 5, 6, 16),
+        (4, 4, 16, 8),
+        (1, 1),
+        ((2, 2), (2, 2)),
+        1,
+        None,
+        (2, 2),
+    ),
     "dense_transposed_1d_k8_s4": ((2, 9, 16), (8, 16, 8), (1,), ((5, 5),), 1, None, (4,)),
     # input dilation with strides: 3 phases 2 input columns apart, 2 phases 3 apart
     "dense_input_dilated_strided": (
@@ -284,7 +292,9 @@ def test_declines_what_it_does_not_compute():
     assert "multiple of 8" in cpu_direct.supports(dense)
     batch = spec((4, 5, 5, 8), (3, 3, 8, 4), batch_group_count=2)
     assert cpu_direct.supports(batch) is not None
-    with pytest.raises(NotImplementedError, match="cpu_direct: dense convolutions need a multiple of 8"):
+    with pytest.raises(
+        NotImplementedError, match="cpu_direct: dense convolutions need a multiple of 8"
+    ):
         jaxconv.conv_general_dilated(
             jnp.ones((1, 5, 5, 8)),
             jnp.ones((3, 3, 8, 4)),
