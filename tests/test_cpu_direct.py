@@ -124,6 +124,17 @@ CASES = {
     # 3 input features: the input gradient (3 outputs) runs on XLA's own operations
     "dense_stem_3_in": ((1, 9, 10, 3), (7, 7, 3, 16), (2, 2), "SAME", 1, None, None),
     "dense_3d": ((1, 4, 5, 6, 8), (3, 3, 3, 8, 8), (1, 1, 1), "SAME", 1, None, None),
+    # kernels over 512 KB: the kernel gradient split over the result, not the rows
+    "dense_large_kernel": ((2, 4, 5, 128), (3, 3, 128, 128), (1, 1), "SAME", 1, None, None),
+    "grouped_large_kernel_input_dilated": (
+        (1, 5, 4, 256),
+        (3, 3, 64, 256),
+        (1, 2),
+        ((1, 1), (2, 0)),
+        4,
+        None,
+        (2, 1),
+    ),
 }
 
 

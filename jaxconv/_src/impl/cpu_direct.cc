@@ -42,6 +42,8 @@ namespace {
 
 constexpr int kLanes = 16;
 constexpr int64_t kStreamBytes = 8 << 20;
+// Channels-last kernel gradients larger than this split over the result (not the rows).
+constexpr int64_t kSplitResultBytes = 512 << 10;
 typedef float v16 __attribute__((vector_size(kLanes * sizeof(float))));
 
 inline v16 load(const float* p) {
@@ -272,23 +274,40 @@ void row_taps(const Geom& g, const float* x, const float* w, int64_t row,
 }
 
 // One kernel tap's share of an output row in the kernel gradients: output columns
-// o0, o0 + ostep, ... (count of them) read the input pixels x, x + istep pixels, ...
+// o0, o0 + ostep, ... (count of them) read the input columns q0, q0 + istep, ... (x: the
+// first one's pixel in the input row).
 struct Span {
   const float* x;
-  int64_t tap, o0, count, ostep, istep;
+  int64_t tap, q0, o0, count, ostep, istep;
 };
+
+// The output columns of any row that read the input through kernel column kw: with input
+// dilation lw, output column ow reads dilated column ow * sw + kw * rw - pw, a real input
+// when divisible by lw: every lw / gcd(sw, lw)-th column. Count 0 if none.
+inline Span column_span(const Geom& g, int64_t kw) {
+  const int64_t ostep = g.lw / std::gcd(g.sw, g.lw), istep = g.sw * ostep / g.lw;
+  Span sp{nullptr, 0, 0, 0, 0, ostep, istep};
+  const int64_t off = kw * g.rw - g.pw;  // dilated input column of output 0
+  int64_t o0 = off >= 0 ? 0 : (-off + g.sw - 1) / g.sw;
+  const int64_t o_end = std::min(g.OW, o0 + ostep);
+  while (o0 < o_end && (o0 * g.sw + off) % g.lw) ++o0;
+  if (o0 >= o_end) return sp;
+  const int64_t q0 = (o0 * g.sw + off) / g.lw;
+  if (q0 >= g.W) return sp;
+  sp.q0 = q0;
+  sp.o0 = o0;
+  sp.count = std::min((g.OW - o0 + ostep - 1) / ostep, (g.W - q0 + istep - 1) / istep);
+  return sp;
+}
 
 // For the kernel gradients: body(span) for each kernel tap through which output row `row`
 // reads the input (taps in the padding or between the dilated input's values skipped);
-// `pixel` is the floats per input pixel. With input dilation lw, output column ow reads
-// dilated column ow * sw + kw * rw - pw, a real input when divisible by lw: every
-// lw / gcd(sw, lw)-th column. (The depthwise kernel gradient keeps its own loops: as a
-// lambda body, its sliding block lost a quarter of its speed.)
+// `pixel` is the floats per input pixel. (The depthwise kernel gradient keeps its own
+// loops: as a lambda body, its sliding block lost a quarter of its speed.)
 template <typename Body>
 void kernel_tap_spans(const Geom& g, const float* x, int64_t row, int64_t pixel,
                       const Body& body) {
   const int64_t oh = row % g.OH, od = (row / g.OH) % g.OD, n = row / (g.OH * g.OD);
-  const int64_t ostep = g.lw / std::gcd(g.sw, g.lw), istep = g.sw * ostep / g.lw;
   for (int64_t kd = 0; kd < g.KD; ++kd) {
     int64_t id = input_index(od, kd, g.sd, g.pd, g.rd, g.ld, g.D);
     if (id < 0) continue;
@@ -297,15 +316,11 @@ void kernel_tap_spans(const Geom& g, const float* x, int64_t row, int64_t pixel,
       if (ih < 0) continue;
       const float* x_row = x + ((n * g.D + id) * g.H + ih) * g.W * pixel;
       for (int64_t kw = 0; kw < g.KW; ++kw) {
-        const int64_t off = kw * g.rw - g.pw;  // dilated input column of output 0
-        int64_t o0 = off >= 0 ? 0 : (-off + g.sw - 1) / g.sw;
-        const int64_t o_end = std::min(g.OW, o0 + ostep);
-        while (o0 < o_end && (o0 * g.sw + off) % g.lw) ++o0;
-        if (o0 >= o_end) continue;
-        const int64_t q0 = (o0 * g.sw + off) / g.lw;
-        if (q0 >= g.W) continue;
-        const int64_t count = std::min((g.OW - o0 + ostep - 1) / ostep, (g.W - q0 + istep - 1) / istep);
-        body(Span{x_row + q0 * pixel, (kd * g.KH + kh) * g.KW + kw, o0, count, ostep, istep});
+        Span sp = column_span(g, kw);
+        if (sp.count == 0) continue;
+        sp.x = x_row + sp.q0 * pixel;
+        sp.tap = (kd * g.KH + kh) * g.KW + kw;
+        body(sp);
       }
     }
   }
@@ -823,8 +838,66 @@ void run_forward_nhwc(Pool& pool, const Geom& g, const float* x, const float* w,
     nhwc_forward_cb<8>(pool, g, x, w, y);
 }
 
+// Kernel gradient, channels last, split over the result rather than over the rows: one
+// task per kernel tap and run of output vectors (L output channels of one group each). A
+// task sums over every output row that reads the input through its tap, CB input channels
+// x L outputs in registers across all the rows, and stores its slice of dw: no copy of
+// the kernel per thread, and one store per slice instead of one per row.
+template <int L, int CB>
+void nhwc_kgrad_tap(const Geom& g, const float* x, const float* dy, float* dw, int64_t tap,
+                    int64_t v0, int64_t v1) {
+  using V = typename VecOf<L>::type;
+  const int64_t C = g.Cg * g.Gp, O = g.M * g.Gp;
+  const int64_t kw = tap % g.KW, kh = (tap / g.KW) % g.KH, kd = tap / (g.KW * g.KH);
+  const Span sp = column_span(g, kw);
+  std::vector<std::pair<const float*, const float*>> rows;  // (input, cotangent) pairs
+  for (int64_t row = 0; sp.count > 0 && row < g.N * g.OD * g.OH; ++row) {
+    const int64_t oh = row % g.OH, od = (row / g.OH) % g.OD, n = row / (g.OH * g.OD);
+    const int64_t id = input_index(od, kd, g.sd, g.pd, g.rd, g.ld, g.D);
+    const int64_t ih = input_index(oh, kh, g.sh, g.ph, g.rh, g.lh, g.H);
+    if (id >= 0 && ih >= 0)
+      rows.emplace_back(x + (((n * g.D + id) * g.H + ih) * g.W + sp.q0) * C,
+                        dy + (row * g.OW + sp.o0) * O);
+  }
+  float* dw_tap = dw + tap * g.Cg * O;
+  for (int64_t v = v0; v < v1; ++v) {
+    const int64_t grp = v * L / g.M, m0 = v * L % g.M;
+    for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
+      V acc[CB];
+      for (int c = 0; c < CB; ++c) acc[c] = V{};
+      for (const auto& [x_row, dy_row] : rows) {
+        const float* xc = x_row + grp * g.Cg + ci0;
+        const float* dc = dy_row + grp * g.M + m0;
+        for (int64_t k = 0; k < sp.count; ++k) {
+          const V d = loadv<V>(dc);
+#pragma GCC unroll 16
+          for (int c = 0; c < CB; ++c) acc[c] += xc[c] * d;
+          xc = next(xc, sp.istep * C);
+          dc = next(dc, sp.ostep * O);
+        }
+      }
+      float* out = dw_tap + ci0 * O + grp * g.M + m0;
+      for (int c = 0; c < CB; ++c) storev(out + c * O, acc[c]);
+    }
+  }
+}
+
 template <int L, int CB, typename Pool>
 void nhwc_kgrad_all(Pool& pool, const Geom& g, const float* x, const float* dy, float* dw) {
+  const int64_t taps = g.KD * g.KH * g.KW, vectors = g.Gp * g.M / L;
+  // kernels larger than half of L2 (assumed 1 MB) split over the result; smaller ones keep
+  // a copy per thread and split the rows, a row's inputs and cotangents then reused from
+  // L1 by every tap (NOTES.md section 15)
+  if (taps * g.Cg * g.M * g.Gp * sizeof(float) > kSplitResultBytes) {
+    // about 8 tasks per thread: runs of output vectors, the same number per tap
+    const int64_t per_tap = std::clamp<int64_t>((8 * pool.num_threads() + taps - 1) / taps, 1, vectors);
+    const int64_t run = (vectors + per_tap - 1) / per_tap, runs = (vectors + run - 1) / run;
+    parallel_for(pool, taps * runs, [&](int64_t i) {
+      const int64_t v0 = (i % runs) * run;
+      nhwc_kgrad_tap<L, CB>(g, x, dy, dw, i / runs, v0, std::min(vectors, v0 + run));
+    });
+    return;
+  }
   kgrad_rows(pool, g, dw, [&](float* acc, int64_t r) { nhwc_kgrad_row<L, CB>(g, x, dy, acc, r); });
 }
 
