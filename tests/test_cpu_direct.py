@@ -124,6 +124,8 @@ CASES = {
     # 3 input features: the input gradient (3 outputs) runs on XLA's own operations
     "dense_stem_3_in": ((1, 9, 10, 3), (7, 7, 3, 16), (2, 2), "SAME", 1, None, None),
     "dense_3d": ((1, 4, 5, 6, 8), (3, 3, 3, 8, 8), (1, 1, 1), "SAME", 1, None, None),
+    # pointwise: the forward and input gradient one matmul each, the kernel gradient here
+    "dense_pointwise": ((2, 5, 6, 16), (1, 1, 16, 8), (1, 1), "VALID", 1, None, None),
     # kernels over 512 KB: the kernel gradient split over the result, not the rows
     "dense_large_kernel": ((2, 4, 5, 128), (3, 3, 128, 128), (1, 1), "SAME", 1, None, None),
     "grouped_large_kernel_input_dilated": (
@@ -189,6 +191,9 @@ def test_forward_and_gradients_match_lax(case):
         # 1 in, 16 out: the forward and kernel gradient channels-last, the input gradient
         # (16 in, 1 out per group) with the groups in the lanes
         ("depthwise_multiplier_16", {"forward_nhwc": 1, "kernel_grad_nhwc": 1, "forward": 1}),
+        # dense: all three channels-last; pointwise: XLA's matmuls and the kernel gradient
+        ("dense_transposed_4x4_s2", {"forward_nhwc": 2, "kernel_grad_nhwc": 1}),
+        ("dense_pointwise", {"kernel_grad_nhwc": 1}),
     ],
 )
 def test_the_loops_run_in_the_compiled_program(case, layouts):
@@ -361,8 +366,13 @@ def test_an_unwritable_cache_is_a_reason_not_a_crash(monkeypatch, tmp_path):
     assert lib is None and "JAXCONV_CACHE_DIR" in reason
 
 
-def test_automatic_choice_on_the_cpu_takes_it_for_groups():
-    spec, *_ = _setup("depthwise_3x3_s2")
+@pytest.mark.parametrize("case", ["depthwise_3x3_s2", "dense_3x3", "dense_transposed_4x4_s2"])
+def test_automatic_choice_on_the_cpu_takes_it(case):
+    spec, *_ = _setup(case)
     assert jaxconv.auto_order(spec, "cpu")[0] == "cpu_direct"
     assert jaxconv.auto_order(spec, "gpu") == ["xla"]
     assert dispatch.select(spec).name == "cpu_direct"
+    # where it declines (4 outputs, bfloat16), the XLA rules choose
+    few = spec.replace(rhs_shape=spec.rhs_shape[:-1] + (4,)) if case == "dense_3x3" else None
+    for other in filter(None, [few, spec.replace(lhs_dtype=np.dtype(jnp.bfloat16))]):
+        assert dispatch.select(other).name != "cpu_direct"

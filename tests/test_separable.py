@@ -156,7 +156,7 @@ def test_bias_and_activation_every_implementation(impl):
     spec = ConvSpec.create(
         x.shape, w.shape, 1, "SAME", None, None, default_dimension_numbers(2), lhs_dtype=x.dtype
     )
-    if impl != "cpu_direct":  # it computes grouped convolutions only: checked below
+    if impl != "cpu_direct":  # 5 outputs: it computes the grouped case below only
         expected = jax.nn.relu(np.asarray(reference_conv(x, w, spec)) + b)
         out = jax.jit(
             lambda x, w, b: jaxconv.conv(x, w, bias=b, activation=jax.nn.relu, implementation=impl)

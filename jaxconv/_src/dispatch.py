@@ -79,10 +79,13 @@ def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
     The rule comes from the CPU benchmarks in ``benchmarks/results/`` (the table is
     ``benchmarks/results/cpu_float32_auto_choice.md``, also in the README). On the CPU:
 
-    * feature groups (depthwise, ResNeXt, large depthwise kernels), float32:
-      ``cpu_direct`` (a C++ loop through XLA's FFI, compiled on first use;
-      forward+backward 46-528x lax's and 0.87-5.9x PyTorch's, the forward 9.1-483x
-      lax's); where it declines (other dtypes, no compiler), the rules below;
+    * float32 without batch groups, grouped or dense with a multiple of 8 outputs:
+      ``cpu_direct`` (a C++ loop through XLA's FFI, compiled on first use; pointwise
+      layers' forward stays one XLA matmul). Forward+backward 46-528x lax's on grouped
+      and depthwise layers and 0.87-5.9x PyTorch's; on dense and transposed layers
+      (ResNet-50, U-Net/DCGAN/MelGAN, WaveNet, C3D) 1.0-2.0x lax's forward and
+      1.1-28x its forward+backward (NOTES.md section 15); where it declines (other
+      dtypes, fewer outputs, no compiler), the rules below;
     * a window of at least 121 taps (11x11 and up): ``fft`` (RepLKNet's 31x31: 16-47x
       lax), then ``xla`` (integer inputs, which fft does not take);
     * feature groups of at most 8 input channels each (depthwise, ResNeXt stages 1-2):
@@ -100,7 +103,7 @@ def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
     platform = platform or backend()
     if platform != "cpu":
         return ["xla"]
-    if spec.feature_group_count > 1 and spec.batch_group_count == 1:
+    if spec.batch_group_count == 1:
         # a C++ loop through XLA's FFI (float32; it declines other specs, and the
         # rules below then apply)
         return ["cpu_direct"] + _xla_order(spec)

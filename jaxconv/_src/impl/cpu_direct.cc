@@ -42,8 +42,11 @@ namespace {
 
 constexpr int kLanes = 16;
 constexpr int64_t kStreamBytes = 8 << 20;
-// Channels-last kernel gradients larger than this split over the result (not the rows).
+// Channels-last kernel gradients larger than this split over the result, not the rows.
 constexpr int64_t kSplitResultBytes = 512 << 10;
+// Channels-last forwards with kernels larger than this (beyond what the L3 cache keeps
+// for every row to re-read) split over runs of output channels as well as rows.
+constexpr int64_t kKernelRunsBytes = 16 << 20;
 typedef float v16 __attribute__((vector_size(kLanes * sizeof(float))));
 
 inline v16 load(const float* p) {
@@ -568,6 +571,50 @@ void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w,
   const int64_t rows = g.N * g.OD * g.OH;
   const bool stream = rows * row_size * sizeof(float) > kStreamBytes &&
                       reinterpret_cast<uintptr_t>(y) % 64 == 0;
+  const int64_t per_group = g.M / L, vectors = g.Gp * per_group;
+  // Output vectors [v0, v1) (L channels of one group each) of one row: per group, P
+  // columns of each phase (one phase without input dilation) at a time, all the group's
+  // vectors before the next columns, so that their inputs and outputs stay in cache.
+  auto row_vectors = [&](int64_t row, const std::vector<Tap>& taps, int64_t v0, int64_t v1) {
+    float* y_row = y + row * row_size;
+    const int64_t phases = std::min(ostep, g.OW);
+    for (int64_t grp = v0 / per_group; grp * per_group < v1; ++grp) {
+      const int64_t m_lo = std::max<int64_t>(v0 - grp * per_group, 0) * L;
+      const int64_t m_hi = std::min<int64_t>(v1 - grp * per_group, per_group) * L;
+      for (int64_t j = 0; j * ostep < g.OW; j += P)
+        for (int64_t r = 0; r < phases; ++r) {
+          const int64_t ow = r + j * ostep;
+          if (ow >= g.OW) break;
+          const int64_t np = std::min<int64_t>((g.OW - ow + ostep - 1) / ostep, P);
+          for (int64_t m0 = m_lo; m0 < m_hi; m0 += L) {
+            if (ostep == 1 && ow >= lo && ow + P <= hi)
+              nhwc_block<L, P, CB, false>(g, taps, y_row, ow, P, 1, grp, m0, stream);
+            else
+              nhwc_block<L, P, CB, true>(g, taps, y_row, ow, np, ostep, grp, m0, stream);
+          }
+        }
+    }
+  };
+  const int64_t vector_bytes = g.KD * g.KH * g.KW * g.Cg * L * sizeof(float);
+  if (vectors * vector_bytes > kKernelRunsBytes) {
+    // Runs of output vectors whose kernel slices fit in half of L2, each over a run of
+    // rows: each row would otherwise read the whole kernel (C3D's 27 x 512 x 512: 28 MB)
+    // from memory. (Measured slower for kernels that L3 holds: ResNet-50's 4-9 MB.)
+    const int64_t run = std::clamp<int64_t>(kSplitResultBytes / vector_bytes, 1, vectors);
+    const int64_t vruns = (vectors + run - 1) / run;
+    const int64_t rruns = std::clamp<int64_t>((8 * pool.num_threads() + vruns - 1) / vruns, 1, rows);
+    const int64_t rrun = (rows + rruns - 1) / rruns;
+    parallel_for(pool, vruns * rruns, [&](int64_t i) {
+      const int64_t v0 = (i % vruns) * run, r0 = (i / vruns) * rrun;
+      std::vector<Tap> taps;
+      for (int64_t row = r0; row < std::min(rows, r0 + rrun); ++row) {
+        row_taps(g, x, w, row, &taps, g.Cg * g.M);
+        row_vectors(row, taps, v0, std::min(vectors, v0 + run));
+      }
+      if (stream) _mm_sfence();
+    });
+    return;
+  }
   parallel_rows(pool, rows, [&](int64_t row) {
     std::vector<Tap> taps;
     row_taps(g, x, w, row, &taps, g.Cg * g.M);
@@ -576,22 +623,7 @@ void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w,
       std::fill(y_row, y_row + row_size, 0.0f);
       return;
     }
-    // P columns of each phase (one phase without input dilation) at a time, all their
-    // output channels before the next columns: their inputs and outputs stay in cache
-    const int64_t phases = std::min(ostep, g.OW);
-    for (int64_t grp = 0; grp < g.Gp; ++grp)
-      for (int64_t j = 0; j * ostep < g.OW; j += P)
-        for (int64_t r = 0; r < phases; ++r) {
-          const int64_t ow = r + j * ostep;
-          if (ow >= g.OW) break;
-          const int64_t np = std::min<int64_t>((g.OW - ow + ostep - 1) / ostep, P);
-          for (int64_t m0 = 0; m0 < g.M; m0 += L) {
-            if (ostep == 1 && ow >= lo && ow + P <= hi)
-              nhwc_block<L, P, CB, false>(g, taps, y_row, ow, P, 1, grp, m0, stream);
-            else
-              nhwc_block<L, P, CB, true>(g, taps, y_row, ow, np, ostep, grp, m0, stream);
-          }
-        }
+    row_vectors(row, taps, 0, vectors);
     if (stream) _mm_sfence();
   });
 }

