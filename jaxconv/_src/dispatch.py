@@ -81,11 +81,11 @@ def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
 
     * float32 without batch groups, grouped or dense with a multiple of 8 outputs:
       ``cpu_direct`` (a C++ loop through XLA's FFI, compiled on first use; pointwise
-      layers' forward stays one XLA matmul). Forward+backward 46-528x lax's on grouped
-      and depthwise layers and 0.87-5.9x PyTorch's; on dense and transposed layers
-      (ResNet-50, U-Net/DCGAN/MelGAN, WaveNet, C3D) 1.0-2.0x lax's forward and
-      1.1-28x its forward+backward (NOTES.md section 15); where it declines (other
-      dtypes, fewer outputs, no compiler), the rules below;
+      layers' forward stays one XLA matmul). In the committed run (NOTES.md section
+      15): forward 11-433x lax's and forward+backward 31-567x on grouped and depthwise
+      layers; 1.01-54x and 1.06-36x on dense and transposed ones (ResNet-50,
+      U-Net/DCGAN/MelGAN, WaveNet, C3D, a dense 31x31); where it declines (other
+      dtypes, no compiler), the rules below;
     * a window of at least 121 taps (11x11 and up): ``fft`` (RepLKNet's 31x31: 16-47x
       lax), then ``xla`` (integer inputs, which fft does not take);
     * feature groups of at most 8 input channels each (depthwise, ResNeXt stages 1-2):
