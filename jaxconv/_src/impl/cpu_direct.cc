@@ -1,5 +1,5 @@
-// "cpu_direct": grouped and depthwise convolution computed directly on the CPU, called
-// from XLA through its FFI (jaxconv/_src/impl/cpu_direct.py builds and registers it).
+// "cpu_direct": grouped, depthwise and dense convolution computed directly on the CPU,
+// called from XLA through its FFI (jaxconv/_src/impl/cpu_direct.py builds and registers it).
 //
 // Two layouts (prepared by the Python side):
 //
@@ -12,8 +12,9 @@
 //     w  (KD, KH, KW, Cg, M, Gp)    kernel, M output channels per group
 //     y  (N, OD, OH, OW, M, Gp)     output
 //
-// * channels last (M % 8 == 0; the "Nhwc" handlers): the operands as they come, a vector
-//   holding 8 or 16 output channels of one group (see `nhwc_block`).
+// * channels last (M % 8 == 0, dense layers included as one group; the "Nhwc" handlers):
+//   the operands as they come, a vector holding 8 or 16 output channels of one group
+//   (see `nhwc_block`).
 //
 // Lower-rank convolutions arrive with size-1 leading spatial axes. The geometry is one
 // int64 attribute `geom` (see `Geom`). Input (lhs) dilation is handled by index
@@ -21,7 +22,8 @@
 // here too; taps that fall in the padding are skipped (a 31x31 kernel on a 14x14 input
 // does the work of the 14x14 taps it can reach).
 //
-// Work is split over output rows (n, od, oh) and run on XLA's intra-op thread pool.
+// Work is split over output rows (n, od, oh) and run on XLA's intra-op thread pool
+// (channels-last kernels that are large: over the result or runs of output channels).
 
 #include <algorithm>
 #include <atomic>

@@ -1,14 +1,17 @@
-"""``"cpu_direct"``: grouped and depthwise convolution as a direct loop in C++, called
-from XLA:CPU through its FFI.
+"""``"cpu_direct"``: grouped, depthwise and dense convolution as a direct loop in C++,
+called from XLA:CPU through its FFI.
 
 XLA:CPU has no fast kernel for feature-grouped convolution: lax's depthwise and grouped
 layers run 10-200x slower than PyTorch's on the CPU, and the best XLA formulations
 (:mod:`~jaxconv._src.impl.taps`) still leave small layers at a floor of nine fused loops
-and ResNeXt's 16-channel groups 10x behind (``benchmarks/NOTES.md``). This
-implementation is a C++ loop nest (``cpu_direct.cc``) in two layouts:
+and ResNeXt's 16-channel groups 10x behind (``benchmarks/NOTES.md``). Its dense
+convolutions are slower than its matmuls (ResNet-50's 56x56 3x3 at 99 GFLOP/s where a
+matmul reaches 200) and every kernel gradient is a matmul with a transposed operand, which
+XLA:CPU computes at 97-146. This implementation is a C++ loop nest (``cpu_direct.cc``)
+in two layouts:
 
-* groups with a multiple of 8 output channels each (ResNeXt's 8 and 16, depthwise
-  multipliers of 8): the operands as they come, channels last; a vector holds 8 or 16
+* dense layers and groups with a multiple of 8 output channels each (ResNeXt's 8 and 16,
+  depthwise multipliers of 8): the operands as they come, channels last; a vector holds 8 or 16
   output channels of one group, each input value is broadcast to them, and the kernel
   is made group-major (a small transpose) so that a group's vectors are contiguous. No
   activation is transposed on the way in or out;
@@ -24,11 +27,17 @@ implementation is a C++ loop nest (``cpu_direct.cc``) in two layouts:
   vector is loaded once for every output it reaches (the kernel gradient likewise,
   with the cotangents in registers); outputs larger than the caches are written with
   streaming stores;
-* input dilation is index arithmetic (no zeros are read), so the input gradient of a
-  strided layer, a convolution on the transposed spec of :mod:`jaxconv._src.autodiff`,
-  runs in the same loops (depthwise rows as their stride-1 phases); the kernel gradient
-  is a second loop per layout (``KernelGrad``, ``KernelGradNhwc``);
-* the work is split over output rows on XLA's intra-op thread pool.
+* input dilation is index arithmetic (no zeros are read): transposed layers, and the
+  input gradient of a strided layer (a convolution on the transposed spec of
+  :mod:`jaxconv._src.autodiff`), run in the same loops, output columns taken one phase
+  (residue) at a time; the kernel gradient is a second loop per layout (``KernelGrad``,
+  ``KernelGradNhwc``);
+* the work is split over output rows on XLA's intra-op thread pool; channels-last
+  kernel gradients over 512 KB split over the result instead (no copy per thread), and
+  forwards with kernels over 16 MB over runs of output channels as well;
+* dense layers with a number of outputs that is not a multiple of 8 (the input gradient
+  of a 3-channel stem) compute it rounded up, with zero kernel columns; dense pointwise
+  forwards are one XLA matmul, their kernel gradients the C++ loop.
 
 Derivatives: the same bilinear primitive as ``"taps"`` (any order, forward and reverse
 mode); the kernel gradient's own derivatives are taps' (exact, slower).
@@ -38,7 +47,7 @@ The library is compiled on first use with the system C++ compiler (``$CXX``, els
 ``$JAXCONV_CACHE_DIR`` (default ``~/.cache/jaxconv``) by a hash of the source, the
 flags, jaxlib's version and the processor. Without a compiler, ``supports`` says so and
 the automatic choice moves on. Float32 on the CPU backend only; 1-3 spatial dimensions;
-feature groups only (no batch groups).
+no batch groups.
 """
 
 from __future__ import annotations
@@ -176,11 +185,6 @@ def supports(spec: ConvSpec) -> str | None:
         return "float32 accumulation only"
     if not 1 <= spec.nspatial <= 3:
         return f"1-3 spatial dimensions (got {spec.nspatial})"
-    if not _direct(spec):
-        return (
-            "dense convolutions need a multiple of 8 output features "
-            f"(got {spec.out_features}); grouped and depthwise ones run with any"
-        )
     if spec.batch_group_count != 1:
         return "no batch groups"
     return library()[1]
@@ -205,18 +209,20 @@ def _geometry(spec: ConvSpec, Cg: int, M: int, Gp: int) -> np.ndarray:
     return np.asarray(geom, np.int64)
 
 
+def _outputs_computed(spec: ConvSpec) -> int:
+    """Output channels per group the loop computes: dense specs round theirs up to a
+    multiple of 8 (zero kernel columns, sliced off the result: a 3-channel stem's input
+    gradient), so that they always run channels last."""
+    M = spec.out_features // spec.feature_group_count
+    return -(-M // 8) * 8 if spec.feature_group_count == 1 else M
+
+
 def _channels_last(spec: ConvSpec) -> bool:
     """Whether the loop runs on the channels-last operands, 8 or 16 output channels of a
-    group in the lanes (whole vectors of them: ``M % 8 == 0``), rather than with the
-    groups in the lanes; then no activation is transposed on the way in or out
-    (``NOTES.md`` section 14)."""
-    return (spec.out_features // spec.feature_group_count) % 8 == 0
-
-
-def _direct(spec: ConvSpec) -> bool:
-    """Whether the C++ loop computes ``spec``: every grouped spec, and dense ones in the
-    channels-last layout (the lanes layout would pad one group to 16 lanes)."""
-    return spec.feature_group_count > 1 or _channels_last(spec)
+    group in the lanes (whole vectors of them), rather than with the groups in the
+    lanes; then no activation is transposed on the way in or out (``NOTES.md`` section
+    14)."""
+    return _outputs_computed(spec) % 8 == 0
 
 
 def _pointwise(spec: ConvSpec) -> bool:
@@ -258,22 +264,27 @@ def _call(target: str, out_shape, *operands, geom):
     return call(*operands, geom=geom)
 
 
+def _pad_last(a, size: int):
+    """``a`` zero-padded on its last axis to ``size``."""
+    extra = size - a.shape[-1]
+    return a if extra == 0 else jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, extra)])
+
+
 def forward(lhs, rhs, spec: ConvSpec):
-    """The convolution of ``lhs`` and ``rhs`` (in the spec's layouts) by the C++ loop.
-    Dense specs go to XLA's own operations where those are faster or the loop does not
-    apply: pointwise ones (one matmul, which XLA computes 5-20% faster than the loop on
-    ResNet-50's 7x7 and 14x14 layers; their kernel gradient stays here) and a number of
-    outputs not a multiple of 8 (the input gradient of a layer with 3 input features)."""
-    if spec.feature_group_count == 1 and (_pointwise(spec) or not _channels_last(spec)):
+    """The convolution of ``lhs`` and ``rhs`` (in the spec's layouts) by the C++ loop;
+    dense pointwise specs by XLA's matmul (5-20% faster than the loop on ResNet-50's 7x7
+    and 14x14 1x1 layers; their kernel gradient stays here)."""
+    if spec.feature_group_count == 1 and _pointwise(spec):
         return taps._xla_forward(lhs, rhs, spec)
     G, Gp = _padded_groups(spec)
-    M, Cg = spec.out_features // G, spec.rhs_in_features
+    M, Mc, Cg = spec.out_features // G, _outputs_computed(spec), spec.rhs_in_features
     x, w = W.to_channels_last(lhs, rhs, spec)  # (N, *sp, C), (*win, Cg, O)
     if _channels_last(spec):
-        wg = jnp.moveaxis(w.reshape(w.shape[:-1] + (G, M)), -2, 0)  # (G, *win, Cg, M)
-        geom = _geometry(spec, Cg, M, G)
-        y = _call("forward_nhwc", (spec.batch, *spec.out_spatial, G * M), x, wg, geom=geom)
-        return W.from_channels_last(y, spec)
+        wg = _pad_last(w.reshape(w.shape[:-1] + (G, M)), Mc)
+        wg = jnp.moveaxis(wg, -2, 0)  # (G, *win, Cg, Mc)
+        geom = _geometry(spec, Cg, Mc, G)
+        y = _call("forward_nhwc", (spec.batch, *spec.out_spatial, G * Mc), x, wg, geom=geom)
+        return W.from_channels_last(y[..., : G * M] if Mc != M else y, spec)
     xt = _lanes_last(x, G, Gp)  # (N, *sp, Cg, Gp)
     wt = _lanes_last(w, G, Gp)  # (*win, Cg, M, Gp)
     geom = _geometry(spec, Cg, M, Gp)
@@ -283,12 +294,14 @@ def forward(lhs, rhs, spec: ConvSpec):
 
 def _kernel_grad_direct(lhs, g, spec: ConvSpec):
     G, Gp = _padded_groups(spec)
-    M, Cg = spec.out_features // G, spec.rhs_in_features
+    M, Mc, Cg = spec.out_features // G, _outputs_computed(spec), spec.rhs_in_features
     x = W.lhs_to_channels_last(lhs, spec)  # (N, *sp, C)
     gy = taps._to_channels_last_out(g, spec)  # (N, *out, O)
     if _channels_last(spec):
-        geom = _geometry(spec, Cg, M, G)
-        dw = _call("kernel_grad_nhwc", spec.window + (Cg, G * M), x, gy, geom=geom)
+        geom = _geometry(spec, Cg, Mc, G)  # dense: Mc = M rounded up, G = 1
+        gy = _pad_last(gy, G * Mc)
+        dw = _call("kernel_grad_nhwc", spec.window + (Cg, G * Mc), x, gy, geom=geom)
+        dw = dw[..., : G * M] if Mc != M else dw
     else:
         geom = _geometry(spec, Cg, M, Gp)
         xt, gt = _lanes_last(x, G, Gp), _lanes_last(gy, G, Gp)  # (N, *sp, Cg, Gp), (N, *out, M, Gp)
