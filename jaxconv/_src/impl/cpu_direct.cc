@@ -642,6 +642,21 @@ void nhwc_forward_cb(Pool& pool, const Geom& g, const float* x, const float* w, 
     nhwc_forward_all<L, 1>(pool, g, x, w, y);
 }
 
+// acc[c] += x[c] * d over a span's columns: x and d (a vector of L cotangents) advance
+// xstep and dstep floats a column. Shared by both channels-last kernel gradients.
+template <typename V, int CB>
+__attribute__((always_inline)) inline void span_sums(V (&acc)[CB], const float* xc,
+                                                     const float* dc, int64_t count,
+                                                     int64_t xstep, int64_t dstep) {
+  for (int64_t k = 0; k < count; ++k) {
+    const V d = loadv<V>(dc);
+#pragma GCC unroll 16
+    for (int c = 0; c < CB; ++c) acc[c] += xc[c] * d;
+    xc = next(xc, xstep);
+    dc = next(dc, dstep);
+  }
+}
+
 // Kernel gradient on the same layouts: dw[tap, ci, grp * M + m] = sum over output
 // positions of x[input position, grp * Cg + ci] * dy[position, grp * M + m].
 template <int L, int CB>
@@ -656,15 +671,8 @@ void nhwc_kgrad_row(const Geom& g, const float* x, const float* dy, float* dw, i
         for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
           V acc[CB];
           for (int c = 0; c < CB; ++c) acc[c] = V{};
-          const float* xc = sp.x + grp * g.Cg + ci0;
-          const float* dc = dy_row + sp.o0 * O + grp * g.M + m0;
-          for (int64_t k = 0; k < sp.count; ++k) {
-            const V d = loadv<V>(dc);
-#pragma GCC unroll 16
-            for (int c = 0; c < CB; ++c) acc[c] += xc[c] * d;
-            xc = next(xc, sp.istep * C);
-            dc = next(dc, sp.ostep * O);
-          }
+          span_sums<V, CB>(acc, sp.x + grp * g.Cg + ci0, dy_row + sp.o0 * O + grp * g.M + m0,
+                           sp.count, sp.istep * C, sp.ostep * O);
           float* out = dw_tap + ci0 * O + grp * g.M + m0;
           for (int c = 0; c < CB; ++c) storev(out + c * O, loadv<V>(out + c * O) + acc[c]);
         }
@@ -899,17 +907,9 @@ void nhwc_kgrad_tap(const Geom& g, const float* x, const float* dy, float* dw, i
     for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
       V acc[CB];
       for (int c = 0; c < CB; ++c) acc[c] = V{};
-      for (const auto& [x_row, dy_row] : rows) {
-        const float* xc = x_row + grp * g.Cg + ci0;
-        const float* dc = dy_row + grp * g.M + m0;
-        for (int64_t k = 0; k < sp.count; ++k) {
-          const V d = loadv<V>(dc);
-#pragma GCC unroll 16
-          for (int c = 0; c < CB; ++c) acc[c] += xc[c] * d;
-          xc = next(xc, sp.istep * C);
-          dc = next(dc, sp.ostep * O);
-        }
-      }
+      for (const auto& [x_row, dy_row] : rows)
+        span_sums<V, CB>(acc, x_row + grp * g.Cg + ci0, dy_row + grp * g.M + m0, sp.count,
+                         sp.istep * C, sp.ostep * O);
       float* out = dw_tap + ci0 * O + grp * g.M + m0;
       for (int c = 0; c < CB; ++c) storev(out + c * O, acc[c]);
     }
