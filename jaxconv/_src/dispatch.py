@@ -79,7 +79,7 @@ def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
     The rule comes from the CPU benchmarks in ``benchmarks/results/`` (the table is
     ``benchmarks/results/cpu_float32_auto_choice.md``, also in the README). On the CPU:
 
-    * float32 without batch groups, grouped or dense with a multiple of 8 outputs:
+    * float32 without batch groups (grouped, depthwise, dense, transposed):
       ``cpu_direct`` (a C++ loop through XLA's FFI, compiled on first use; pointwise
       layers' forward stays one XLA matmul). In the committed run (NOTES.md section
       15): forward 11-433x lax's and forward+backward 31-567x on grouped and depthwise

@@ -257,25 +257,31 @@ constexpr int slide_columns(int GB, int KW) {
   return (28 - KW * GB) / GB < 16 ? (28 - KW * GB) / GB : 16;
 }
 
-// The taps of output row `row` = (n, od, oh) that read the input (not the padding), KW
-// per kernel row with kw = 0 first.
+// The input row that output row `row` = (n, od, oh) reads through kernel row (kd, kh),
+// or null where that is padding or between the dilated input's rows; `pixel` is the
+// floats per input pixel.
+inline const float* input_row(const Geom& g, const float* x, int64_t row, int64_t kd,
+                              int64_t kh, int64_t pixel) {
+  const int64_t oh = row % g.OH, od = (row / g.OH) % g.OD, n = row / (g.OH * g.OD);
+  const int64_t id = input_index(od, kd, g.sd, g.pd, g.rd, g.ld, g.D);
+  const int64_t ih = input_index(oh, kh, g.sh, g.ph, g.rh, g.lh, g.H);
+  return id < 0 || ih < 0 ? nullptr : x + ((n * g.D + id) * g.H + ih) * g.W * pixel;
+}
+
+// The taps of output row `row` that read the input (not the padding), KW per kernel row
+// with kw = 0 first.
 void row_taps(const Geom& g, const float* x, const float* w, int64_t row,
               std::vector<Tap>* taps, int64_t w_tap) {
-  const int64_t oh = row % g.OH, od = (row / g.OH) % g.OD, n = row / (g.OH * g.OD);
   const int64_t CgGp = g.Cg * g.Gp;
   taps->clear();
-  for (int64_t kd = 0; kd < g.KD; ++kd) {
-    int64_t id = input_index(od, kd, g.sd, g.pd, g.rd, g.ld, g.D);
-    if (id < 0) continue;
+  for (int64_t kd = 0; kd < g.KD; ++kd)
     for (int64_t kh = 0; kh < g.KH; ++kh) {
-      int64_t ih = input_index(oh, kh, g.sh, g.ph, g.rh, g.lh, g.H);
-      if (ih < 0) continue;
-      const float* x_row = x + ((n * g.D + id) * g.H + ih) * g.W * CgGp;
+      const float* x_row = input_row(g, x, row, kd, kh, CgGp);
+      if (x_row == nullptr) continue;
       for (int64_t kw = 0; kw < g.KW; ++kw)
         taps->push_back({x_row + kw * g.rw * CgGp,
                          w + ((kd * g.KH + kh) * g.KW + kw) * w_tap, kw});
     }
-  }
 }
 
 // One kernel tap's share of an output row in the kernel gradients: output columns
@@ -312,14 +318,10 @@ inline Span column_span(const Geom& g, int64_t kw) {
 template <typename Body>
 void kernel_tap_spans(const Geom& g, const float* x, int64_t row, int64_t pixel,
                       const Body& body) {
-  const int64_t oh = row % g.OH, od = (row / g.OH) % g.OD, n = row / (g.OH * g.OD);
-  for (int64_t kd = 0; kd < g.KD; ++kd) {
-    int64_t id = input_index(od, kd, g.sd, g.pd, g.rd, g.ld, g.D);
-    if (id < 0) continue;
+  for (int64_t kd = 0; kd < g.KD; ++kd)
     for (int64_t kh = 0; kh < g.KH; ++kh) {
-      int64_t ih = input_index(oh, kh, g.sh, g.ph, g.rh, g.lh, g.H);
-      if (ih < 0) continue;
-      const float* x_row = x + ((n * g.D + id) * g.H + ih) * g.W * pixel;
+      const float* x_row = input_row(g, x, row, kd, kh, pixel);
+      if (x_row == nullptr) continue;
       for (int64_t kw = 0; kw < g.KW; ++kw) {
         Span sp = column_span(g, kw);
         if (sp.count == 0) continue;
@@ -328,7 +330,6 @@ void kernel_tap_spans(const Geom& g, const float* x, int64_t row, int64_t pixel,
         body(sp);
       }
     }
-  }
 }
 
 // Output columns [lo, hi) whose taps all read the input (none the padding), for stride
@@ -893,14 +894,9 @@ void nhwc_kgrad_tap(const Geom& g, const float* x, const float* dy, float* dw, i
   const int64_t kw = tap % g.KW, kh = (tap / g.KW) % g.KH, kd = tap / (g.KW * g.KH);
   const Span sp = column_span(g, kw);
   std::vector<std::pair<const float*, const float*>> rows;  // (input, cotangent) pairs
-  for (int64_t row = 0; sp.count > 0 && row < g.N * g.OD * g.OH; ++row) {
-    const int64_t oh = row % g.OH, od = (row / g.OH) % g.OD, n = row / (g.OH * g.OD);
-    const int64_t id = input_index(od, kd, g.sd, g.pd, g.rd, g.ld, g.D);
-    const int64_t ih = input_index(oh, kh, g.sh, g.ph, g.rh, g.lh, g.H);
-    if (id >= 0 && ih >= 0)
-      rows.emplace_back(x + (((n * g.D + id) * g.H + ih) * g.W + sp.q0) * C,
-                        dy + (row * g.OW + sp.o0) * O);
-  }
+  for (int64_t row = 0; sp.count > 0 && row < g.N * g.OD * g.OH; ++row)
+    if (const float* x_row = input_row(g, x, row, kd, kh, C))
+      rows.emplace_back(x_row + sp.q0 * C, dy + (row * g.OW + sp.o0) * O);
   float* dw_tap = dw + tap * g.Cg * O;
   for (int64_t v = v0; v < v1; ++v) {
     const int64_t grp = v * L / g.M, m0 = v * L % g.M;

@@ -10,8 +10,9 @@ matmul reaches 200) and every kernel gradient is a matmul with a transposed oper
 XLA:CPU computes at 97-146. This implementation is a C++ loop nest (``cpu_direct.cc``)
 in two layouts:
 
-* dense layers and groups with a multiple of 8 output channels each (ResNeXt's 8 and 16,
-  depthwise multipliers of 8): the operands as they come, channels last; a vector holds 8 or 16
+* dense layers (outputs rounded up to a multiple of 8) and groups with a multiple of 8
+  output channels each (ResNeXt's 8 and 16, depthwise multipliers of 8): the operands as
+  they come, channels last; a vector holds 8 or 16
   output channels of one group, each input value is broadcast to them, and the kernel
   is made group-major (a small transpose) so that a group's vectors are contiguous. No
   activation is transposed on the way in or out;
@@ -242,10 +243,7 @@ def _padded_groups(spec: ConvSpec) -> tuple[int, int]:
 def _lanes_last(a, groups: int, Gp: int):
     """``(..., G * K)`` -> ``(..., K, Gp)``: the groups axis last, padded to ``Gp``."""
     a = a.reshape(a.shape[:-1] + (groups, a.shape[-1] // groups))
-    a = jnp.swapaxes(a, -1, -2)
-    if Gp != groups:
-        a = jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, Gp - groups)])
-    return a
+    return W.pad_last(jnp.swapaxes(a, -1, -2), Gp)
 
 
 def _lanes_merged(a, groups: int):
@@ -264,12 +262,6 @@ def _call(target: str, out_shape, *operands, geom):
     return call(*operands, geom=geom)
 
 
-def _pad_last(a, size: int):
-    """``a`` zero-padded on its last axis to ``size``."""
-    extra = size - a.shape[-1]
-    return a if extra == 0 else jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, extra)])
-
-
 def forward(lhs, rhs, spec: ConvSpec):
     """The convolution of ``lhs`` and ``rhs`` (in the spec's layouts) by the C++ loop;
     dense pointwise specs by XLA's matmul (5-20% faster than the loop on ResNet-50's 7x7
@@ -280,7 +272,7 @@ def forward(lhs, rhs, spec: ConvSpec):
     M, Mc, Cg = spec.out_features // G, _outputs_computed(spec), spec.rhs_in_features
     x, w = W.to_channels_last(lhs, rhs, spec)  # (N, *sp, C), (*win, Cg, O)
     if _channels_last(spec):
-        wg = _pad_last(w.reshape(w.shape[:-1] + (G, M)), Mc)
+        wg = W.pad_last(w.reshape(w.shape[:-1] + (G, M)), Mc)
         wg = jnp.moveaxis(wg, -2, 0)  # (G, *win, Cg, Mc)
         geom = _geometry(spec, Cg, Mc, G)
         y = _call("forward_nhwc", (spec.batch, *spec.out_spatial, G * Mc), x, wg, geom=geom)
@@ -299,7 +291,7 @@ def _kernel_grad_direct(lhs, g, spec: ConvSpec):
     gy = taps._to_channels_last_out(g, spec)  # (N, *out, O)
     if _channels_last(spec):
         geom = _geometry(spec, Cg, Mc, G)  # dense: Mc = M rounded up, G = 1
-        gy = _pad_last(gy, G * Mc)
+        gy = W.pad_last(gy, G * Mc)
         dw = _call("kernel_grad_nhwc", spec.window + (Cg, G * Mc), x, gy, geom=geom)
         dw = dw[..., : G * M] if Mc != M else dw
     else:

@@ -57,6 +57,12 @@ def dilate_and_pad(x_cl, spec: ConvSpec):
     return lax.pad(x_cl, jnp.zeros((), x_cl.dtype), config)
 
 
+def pad_last(a, size: int):
+    """``a`` zero-padded on its last axis to ``size``."""
+    extra = size - a.shape[-1]
+    return a if extra == 0 else jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, extra)])
+
+
 def accumulation_dtype(spec: ConvSpec):
     """Dtype in which partial sums are kept: the preferred type, else float32 for
     floating inputs narrower than 32 bits, else the input dtype."""

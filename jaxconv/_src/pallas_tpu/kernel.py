@@ -117,11 +117,11 @@ def _prepare_input(x_cl, spec: ConvSpec, lay: Layout, blk: Blocks):
     if lay.kind == "depthwise":
         if lay.multiplier > 1:
             x = jnp.repeat(x, lay.multiplier, axis=-1)
-        x = _pad_last(x, lay.cin_tp)
+        x = W.pad_last(x, lay.cin_tp)
     else:
         lead = x.shape[:-1]
         x = x.reshape(lead + (lay.tiles, lay.groups_per_tile * lay.in_per_group))
-        x = _pad_last(x, lay.cin_tp).reshape(lead + (lay.tiles * lay.cin_tp,))
+        x = W.pad_last(x, lay.cin_tp).reshape(lead + (lay.tiles * lay.cin_tp,))
     # flatten the last one or two spatial axes into rows; depth stays its own axis
     rows_in = math.prod(lay.lph[a] for a in lay.flat_axes)
     x = x.reshape((x.shape[0], lay.phases, lay.depth, rows_in, x.shape[-1]))
@@ -129,10 +129,6 @@ def _prepare_input(x_cl, spec: ConvSpec, lay: Layout, blk: Blocks):
     if total == rows_in:
         return x
     return jnp.pad(x, [(0, 0)] * 3 + [(0, total - rows_in), (0, 0)])
-
-
-def _pad_last(x, size: int):
-    return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, size - x.shape[-1])])
 
 
 def _output_lanes(y, lay: Layout):
@@ -167,10 +163,10 @@ def _to_wide(g_cl, lay: Layout, blk: Blocks):
         g = jnp.pad(g, pad)
     g = g.reshape((g.shape[0], lay.dout, lay.rows, g.shape[-1]))
     if lay.kind == "depthwise":
-        g = _pad_last(g, lay.cout_tp)
+        g = W.pad_last(g, lay.cout_tp)
     else:
         g = g.reshape(g.shape[:-1] + (lay.tiles, lay.groups_per_tile * lay.out_per_group))
-        g = _pad_last(g, lay.cout_tp).reshape(g.shape[:-2] + (lay.tiles * lay.cout_tp,))
+        g = W.pad_last(g, lay.cout_tp).reshape(g.shape[:-2] + (lay.tiles * lay.cout_tp,))
     total = blk.grid_rows(lay) * blk.rows
     return jnp.pad(g, [(0, 0), (0, 0), (0, total - lay.rows), (0, 0)])
 
@@ -180,7 +176,7 @@ def _prepare_weight(w_cl, lay: Layout):
     ``(T, lanes)`` for depthwise."""
     t = len(lay.taps)
     if lay.kind == "depthwise":
-        return _pad_last(w_cl.reshape(t, -1), lay.cin_tp)
+        return W.pad_last(w_cl.reshape(t, -1), lay.cin_tp)
     gpt, ig, og = lay.groups_per_tile, lay.in_per_group, lay.out_per_group
     w = w_cl.reshape(t, ig, lay.tiles, gpt, og)
     eye = jnp.eye(gpt, dtype=w.dtype)
@@ -204,9 +200,9 @@ def _weight_from_tiles(dw, lay: Layout, window: tuple[int, ...]):
 def _prepare_bias(bias, lay: Layout):
     b = bias.astype(jnp.float32)
     if lay.kind == "depthwise":
-        return _pad_last(b, lay.cout_tp)[None]
+        return W.pad_last(b, lay.cout_tp)[None]
     b = b.reshape(lay.tiles, lay.groups_per_tile * lay.out_per_group)
-    return _pad_last(b, lay.cout_tp).reshape(1, -1)
+    return W.pad_last(b, lay.cout_tp).reshape(1, -1)
 
 
 def _rhs_from_cl(w_cl, spec: ConvSpec):
