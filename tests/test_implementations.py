@@ -35,7 +35,7 @@ def assert_matches_reference(spec: ConvSpec, impl: str, seed: int = 0):
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(spec=conv_specs())
 def test_random_configurations_float32(impl, spec):
     assert_matches_reference(spec, impl)
