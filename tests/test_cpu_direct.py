@@ -70,6 +70,9 @@ CASES = {
         None,
         None,
     ),
+    # wide depthwise blocks of 16 and 12 columns, 3-D
+    "depthwise_9x9_32_columns": ((1, 10, 40, 16), (9, 9, 1, 16), (1, 1), "VALID", 16, None, None),
+    "depthwise_9x9x9_3d": ((1, 3, 4, 18, 16), (9, 9, 9, 1, 16), (1, 1, 1), "SAME", 16, None, None),
     # the depthwise sliding blocks: widths 3/5/7, strides 1/2, 1-4 vectors, edges and crops
     "depthwise_3x3_s2_four_vectors": (
         (1, 8, 11, 64),

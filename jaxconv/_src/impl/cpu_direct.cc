@@ -688,10 +688,99 @@ bool read_geom(ffi::Span<const int64_t> attr, Geom* g, bool channels_last) {
   return channels_last ? g->M % 8 == 0 : g->Gp % kLanes == 0;
 }
 
+// Depthwise with a wide kernel (stride 1, no dilation, more than 7 columns: RepLKNet's
+// 31x31), one vector of 16 groups at a time. In the lanes layout a vector's kernel taps
+// and input pixels sit Gp floats apart (2 KB for 512 groups): all in two of L1's sets
+// and a few of L2's, so every tap's kernel vector came from L3. Here a task gathers its
+// vector's kernel (KD*KH*KW*16 floats) and, per image, its input (D*H*W*16 floats)
+// into contiguous buffers, so the kernel row in use stays in L1 and the whole slice in
+// L2. A block of P output columns accumulates in registers: each input vector of a
+// kernel row is loaded once and multiplied into every output column it reaches, the
+// kernel vectors read from L1 as memory operands.
+constexpr int64_t kWideSlabBytes = 512 << 10;
+
+inline bool depthwise_wide_applies(const Geom& g) {
+  const bool plain = g.sd == 1 && g.sh == 1 && g.sw == 1 && g.rd == 1 && g.rh == 1 &&
+                     g.rw == 1 && g.ld == 1 && g.lh == 1 && g.lw == 1;
+  const int64_t slab = std::max(g.D * g.H * g.W, g.KD * g.KH * g.KW) * kLanes * 4;
+  return g.Cg * g.M == 1 && plain && g.KW > 7 && slab <= kWideSlabBytes;
+}
+
+// acc[p] += the input row `xr` (W vectors) through the kernel row `wr` (KW vectors), for
+// output columns ow0 + p: output column o reads input column o - pw + k through tap k.
+template <int P>
+inline void wide_row(const Geom& g, v16 (&acc)[P], const float* xr, const float* wr,
+                     int64_t ow0) {
+  const int64_t lo = std::max<int64_t>(0, ow0 - g.pw);
+  const int64_t hi = std::min<int64_t>(g.W, ow0 + P - 1 - g.pw + g.KW);
+  for (int64_t i = lo; i < hi; ++i) {
+    v16 xv = load(xr + i * kLanes);
+    asm("" : "+v"(xv));
+    const int64_t k0 = i + g.pw - ow0;  // tap of output column ow0; column ow0 + p: k0 - p
+    const float* wk = wr + k0 * kLanes;
+    if (k0 >= P - 1 && k0 < g.KW) {  // every column of the block reaches this input
+#pragma GCC unroll 16
+      for (int p = 0; p < P; ++p) acc[p] += xv * load(wk - p * kLanes);
+    } else {
+#pragma GCC unroll 16
+      for (int p = 0; p < P; ++p)
+        if (static_cast<uint64_t>(k0 - p) < static_cast<uint64_t>(g.KW))
+          acc[p] += xv * load(wk - p * kLanes);
+    }
+  }
+}
+
+template <int P, typename Pool>
+void depthwise_wide(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
+  const int64_t gvs = g.Gp / kLanes, pixels = g.D * g.H * g.W, ntaps = g.KD * g.KH * g.KW;
+  // tasks: vectors x runs of images, at least 4 per thread where the batch allows
+  const int64_t runs = std::min<int64_t>(g.N, (4 * pool.num_threads() + gvs - 1) / gvs);
+  parallel_for(pool, gvs * runs, [&](int64_t task) {
+    const int64_t gv = task / runs, run = task % runs;
+    std::vector<float> wbuf(ntaps * kLanes), xbuf(pixels * kLanes);
+    for (int64_t t = 0; t < ntaps; ++t) store(&wbuf[t * kLanes], load(w + t * g.Gp + gv * kLanes));
+    for (int64_t n = g.N * run / runs; n < g.N * (run + 1) / runs; ++n) {
+      const float* xn = x + n * pixels * g.Gp + gv * kLanes;
+      for (int64_t q = 0; q < pixels; ++q) store(&xbuf[q * kLanes], load(xn + q * g.Gp));
+      for (int64_t od = 0; od < g.OD; ++od)
+        for (int64_t oh = 0; oh < g.OH; ++oh) {
+          float* y_row = y + ((n * g.OD + od) * g.OH + oh) * g.OW * g.Gp + gv * kLanes;
+          for (int64_t ow0 = 0; ow0 < g.OW; ow0 += P) {
+            v16 acc[P];
+            for (int p = 0; p < P; ++p) acc[p] = v16{};
+            for (int64_t kd = 0; kd < g.KD; ++kd) {
+              const int64_t id = input_index(od, kd, 1, g.pd, 1, 1, g.D);
+              if (id < 0) continue;
+              for (int64_t kh = 0; kh < g.KH; ++kh) {
+                const int64_t ih = input_index(oh, kh, 1, g.ph, 1, 1, g.H);
+                if (ih < 0) continue;
+                wide_row<P>(g, acc, &xbuf[(id * g.H + ih) * g.W * kLanes],
+                            &wbuf[(kd * g.KH + kh) * g.KW * kLanes], ow0);
+              }
+            }
+            for (int64_t p = 0; p < std::min<int64_t>(P, g.OW - ow0); ++p)
+              store(y_row + (ow0 + p) * g.Gp, acc[p]);
+          }
+        }
+    }
+  });
+}
+
+// Columns per wide block: the row in blocks of at most 16, as even as they come.
+template <typename Pool>
+void depthwise_wide_columns(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
+  const int64_t blocks = (g.OW + 15) / 16, p = (g.OW + blocks - 1) / blocks;
+  if (p <= 8) return depthwise_wide<8>(pool, g, x, w, y);
+  if (p <= 12) return depthwise_wide<12>(pool, g, x, w, y);
+  if (p <= 14) return depthwise_wide<14>(pool, g, x, w, y);
+  depthwise_wide<16>(pool, g, x, w, y);
+}
+
 // The forward convolution, its register blocking chosen by the group shape.
 template <typename Pool>
 void run_forward(Pool& pool, const Geom& g, const float* xp, const float* wp, float* yp) {
   const int64_t gvs = g.Gp / kLanes;
+  if (depthwise_wide_applies(g)) return depthwise_wide_columns(pool, g, xp, wp, yp);
   if (g.Cg * g.M == 1) {  // depthwise: several vectors of groups per block
     // the sliding blocks of widths 5 and 7 keep at most 2 vectors' kernels in registers
     const bool narrow = g.KW != 5 && g.KW != 7;
