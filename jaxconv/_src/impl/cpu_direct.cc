@@ -706,39 +706,49 @@ inline bool depthwise_wide_applies(const Geom& g) {
   return g.Cg * g.M == 1 && plain && g.KW > 7 && slab <= kWideSlabBytes;
 }
 
-// acc[p] += the input row `xr` (W vectors) through the kernel row `wr` (KW vectors), for
-// output columns ow0 + p: output column o reads input column o - pw + k through tap k.
-template <int P>
+// acc[p] += the input row `xr` (W vectors) through the kernel row `wr` (KWp vectors, KW
+// of them the kernel's, the rest zeros), for output columns ow0 + p: output column o
+// reads input column o - pw + k through tap k. R taps at a time stay in registers and
+// each input vector is loaded once and multiplied into every output column it reaches
+// through them (P * R multiply-adds for P + R - 1 loads); input columns outside the row
+// are skipped.
+template <int P, int R>
 inline void wide_row(const Geom& g, v16 (&acc)[P], const float* xr, const float* wr,
-                     int64_t ow0) {
-  const int64_t lo = std::max<int64_t>(0, ow0 - g.pw);
-  const int64_t hi = std::min<int64_t>(g.W, ow0 + P - 1 - g.pw + g.KW);
-  for (int64_t i = lo; i < hi; ++i) {
-    v16 xv = load(xr + i * kLanes);
-    asm("" : "+v"(xv));
-    const int64_t k0 = i + g.pw - ow0;  // tap of output column ow0; column ow0 + p: k0 - p
-    const float* wk = wr + k0 * kLanes;
-    if (k0 >= P - 1 && k0 < g.KW) {  // every column of the block reaches this input
+                     int64_t ow0, int64_t KWp) {
+  for (int64_t kb = 0; kb < KWp; kb += R) {
+    const int64_t first = ow0 - g.pw + kb;  // input column of (p, r) = (0, 0)
+    if (first >= g.W || first + P + R - 2 < 0) continue;
+    v16 wv[R];
+    for (int r = 0; r < R; ++r) wv[r] = load(wr + (kb + r) * kLanes);
+    const bool inside = first >= 0 && first + P + R - 2 < g.W;
+    const float* xc = xr + first * kLanes;
+#pragma GCC unroll 64
+    for (int i = 0; i < P + R - 1; ++i) {
+      if (inside || static_cast<uint64_t>(first + i) < static_cast<uint64_t>(g.W)) {
+        v16 xv = load(xc);
+        asm("" : "+v"(xv));
 #pragma GCC unroll 16
-      for (int p = 0; p < P; ++p) acc[p] += xv * load(wk - p * kLanes);
-    } else {
-#pragma GCC unroll 16
-      for (int p = 0; p < P; ++p)
-        if (static_cast<uint64_t>(k0 - p) < static_cast<uint64_t>(g.KW))
-          acc[p] += xv * load(wk - p * kLanes);
+        for (int r = 0; r < R; ++r) {
+          const int p = i - r;  // output column p reads input column first + p + r
+          if (p >= 0 && p < P) acc[p] += xv * wv[r];
+        }
+      }
+      xc = next(xc, kLanes);
     }
   }
 }
 
-template <int P, typename Pool>
+template <int P, int R, typename Pool>
 void depthwise_wide(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
   const int64_t gvs = g.Gp / kLanes, pixels = g.D * g.H * g.W, ntaps = g.KD * g.KH * g.KW;
+  const int64_t KWp = (g.KW + R - 1) / R * R;  // kernel rows padded with zeros to whole R
   // tasks: vectors x runs of images, at least 4 per thread where the batch allows
   const int64_t runs = std::min<int64_t>(g.N, (4 * pool.num_threads() + gvs - 1) / gvs);
   parallel_for(pool, gvs * runs, [&](int64_t task) {
     const int64_t gv = task / runs, run = task % runs;
-    std::vector<float> wbuf(ntaps * kLanes), xbuf(pixels * kLanes);
-    for (int64_t t = 0; t < ntaps; ++t) store(&wbuf[t * kLanes], load(w + t * g.Gp + gv * kLanes));
+    std::vector<float> wbuf(ntaps / g.KW * KWp * kLanes, 0.0f), xbuf(pixels * kLanes);
+    for (int64_t t = 0; t < ntaps; ++t)
+      store(&wbuf[(t / g.KW * KWp + t % g.KW) * kLanes], load(w + t * g.Gp + gv * kLanes));
     for (int64_t n = g.N * run / runs; n < g.N * (run + 1) / runs; ++n) {
       const float* xn = x + n * pixels * g.Gp + gv * kLanes;
       for (int64_t q = 0; q < pixels; ++q) store(&xbuf[q * kLanes], load(xn + q * g.Gp));
@@ -754,8 +764,8 @@ void depthwise_wide(Pool& pool, const Geom& g, const float* x, const float* w, f
               for (int64_t kh = 0; kh < g.KH; ++kh) {
                 const int64_t ih = input_index(oh, kh, 1, g.ph, 1, 1, g.H);
                 if (ih < 0) continue;
-                wide_row<P>(g, acc, &xbuf[(id * g.H + ih) * g.W * kLanes],
-                            &wbuf[(kd * g.KH + kh) * g.KW * kLanes], ow0);
+                wide_row<P, R>(g, acc, &xbuf[(id * g.H + ih) * g.W * kLanes],
+                               &wbuf[(kd * g.KH + kh) * KWp * kLanes], ow0, KWp);
               }
             }
             for (int64_t p = 0; p < std::min<int64_t>(P, g.OW - ow0); ++p)
@@ -770,10 +780,10 @@ void depthwise_wide(Pool& pool, const Geom& g, const float* x, const float* w, f
 template <typename Pool>
 void depthwise_wide_columns(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
   const int64_t blocks = (g.OW + 15) / 16, p = (g.OW + blocks - 1) / blocks;
-  if (p <= 8) return depthwise_wide<8>(pool, g, x, w, y);
-  if (p <= 12) return depthwise_wide<12>(pool, g, x, w, y);
-  if (p <= 14) return depthwise_wide<14>(pool, g, x, w, y);
-  depthwise_wide<16>(pool, g, x, w, y);
+  if (p <= 8) return depthwise_wide<8, 8>(pool, g, x, w, y);
+  if (p <= 12) return depthwise_wide<12, 8>(pool, g, x, w, y);
+  if (p <= 14) return depthwise_wide<14, 8>(pool, g, x, w, y);
+  depthwise_wide<16, 8>(pool, g, x, w, y);
 }
 
 // The forward convolution, its register blocking chosen by the group shape.
