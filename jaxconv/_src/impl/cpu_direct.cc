@@ -694,9 +694,7 @@ bool read_geom(ffi::Span<const int64_t> attr, Geom* g, bool channels_last) {
 // and a few of L2's, so every tap's kernel vector came from L3. Here a task gathers its
 // vector's kernel (KD*KH*KW*16 floats) and, per image, its input (D*H*W*16 floats)
 // into contiguous buffers, so the kernel row in use stays in L1 and the whole slice in
-// L2. A block of P output columns accumulates in registers: each input vector of a
-// kernel row is loaded once and multiplied into every output column it reaches, the
-// kernel vectors read from L1 as memory operands.
+// L2 (`wide_row` computes on them). Larger images keep the general block.
 constexpr int64_t kWideSlabBytes = 512 << 10;
 
 inline bool depthwise_wide_applies(const Geom& g) {
