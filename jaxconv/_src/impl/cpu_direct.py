@@ -26,8 +26,10 @@ in two layouts:
   14x14 input costs what its reachable taps cost). Depthwise rows of kernel width 3, 5
   or 7 use sliding blocks: a kernel row's vectors stay in registers and each input
   vector is loaded once for every output it reaches (the kernel gradient likewise,
-  with the cotangents in registers); outputs larger than the caches are written with
-  streaming stores;
+  with the cotangents in registers); wider depthwise kernels at stride 1 (RepLKNet's
+  31x31) run one vector of 16 groups at a time on its kernel and input gathered into
+  contiguous buffers, 8 taps' kernel vectors in registers; outputs larger than the
+  caches are written with streaming stores;
 * input dilation is index arithmetic (no zeros are read): transposed layers, and the
   input gradient of a strided layer (a convolution on the transposed spec of
   :mod:`jaxconv._src.autodiff`), run in the same loops, output columns taken one phase
