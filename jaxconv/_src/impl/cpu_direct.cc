@@ -639,6 +639,8 @@ void nhwc_forward_cb(Pool& pool, const Geom& g, const float* x, const float* w, 
     nhwc_forward_all<L, 4>(pool, g, x, w, y);
   else if (g.Cg % 2 == 0)
     nhwc_forward_all<L, 2>(pool, g, x, w, y);
+  else if (g.Cg % 3 == 0)  // RGB inputs: the three channels of a pixel at once
+    nhwc_forward_all<L, 3>(pool, g, x, w, y);
   else
     nhwc_forward_all<L, 1>(pool, g, x, w, y);
 }
@@ -1038,6 +1040,8 @@ void nhwc_kgrad_cb(Pool& pool, const Geom& g, const float* x, const float* dy, f
     nhwc_kgrad_all<L, 4>(pool, g, x, dy, dw);
   else if (g.Cg % 2 == 0)
     nhwc_kgrad_all<L, 2>(pool, g, x, dy, dw);
+  else if (g.Cg % 3 == 0)  // RGB inputs: the three channels of a pixel at once
+    nhwc_kgrad_all<L, 3>(pool, g, x, dy, dw);
   else
     nhwc_kgrad_all<L, 1>(pool, g, x, dy, dw);
 }
