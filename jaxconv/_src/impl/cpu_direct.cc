@@ -49,6 +49,10 @@ constexpr int64_t kSplitResultBytes = 512 << 10;
 // Channels-last forwards with kernels larger than this (beyond what the L3 cache keeps
 // for every row to re-read) split over runs of output channels as well as rows.
 constexpr int64_t kKernelRunsBytes = 16 << 20;
+// Channels-last forwards with rows of at most 8 columns take several whole rows per block
+// when a vector's kernel slice is larger than this (NOTES.md section 16: 1.17-1.52x at
+// 147 KB-885 KB, 0.94-0.97 at 37-74 KB, 0.68-0.70 below 10 KB).
+constexpr int64_t kRowsBlockBytes = 128 << 10;
 typedef float v16 __attribute__((vector_size(kLanes * sizeof(float))));
 
 inline v16 load(const float* p) {
@@ -564,6 +568,66 @@ void nhwc_block(const Geom& g, const std::vector<Tap>& taps, float* y_row, int64
   }
 }
 
+// Narrow rows (one phase: no input dilation, or one whose columns all read the input):
+// the block's pixels are `nrows` whole output rows from row0 (P / OW of them), so that
+// each kernel vector feeds up to P multiply-adds instead of OW (C3D conv5a's 7-wide rows:
+// 7 of a 16-column block's). Pixels whose input lies in the padding are skipped, as in
+// nhwc_block's EDGE.
+template <int L, int P, int CB>
+void nhwc_rows_block(const Geom& g, const float* x, const float* w, float* y, int64_t row0,
+                     int64_t nrows, int64_t grp, int64_t m0, bool stream) {
+  using V = typename VecOf<L>::type;
+  const int64_t C = g.Cg * g.Gp, O = g.M * g.Gp, np = nrows * g.OW;
+  V acc[P];
+  for (int p = 0; p < P; ++p) acc[p] = V{};
+  const float* xr[P];  // per block row: the input row of the kernel row, or null
+  const float* xp[P];  // per pixel: its input pixel (this group's channels) for the tap
+  bool ok[P];
+  const float* wg = w + grp * g.KD * g.KH * g.KW * g.Cg * g.M + m0;
+  for (int64_t kd = 0; kd < g.KD; ++kd)
+    for (int64_t kh = 0; kh < g.KH; ++kh) {
+      bool any_row = false;
+      for (int64_t i = 0; i < nrows; ++i) {
+        xr[i] = input_row(g, x, row0 + i, kd, kh, C);
+        any_row |= xr[i] != nullptr;
+      }
+      if (!any_row) continue;
+      for (int64_t kw = 0; kw < g.KW; ++kw) {
+        bool any = false;
+        for (int p = 0; p < P; ++p) {
+          const int64_t q = p < np ? input_index(p % g.OW, kw, g.sw, g.pw, g.rw, g.lw, g.W) : -1;
+          ok[p] = q >= 0 && xr[p / g.OW] != nullptr;
+          xp[p] = ok[p] ? xr[p / g.OW] + q * C + grp * g.Cg : nullptr;
+          any |= ok[p];
+        }
+        if (!any) continue;
+        const float* wt = wg + ((kd * g.KH + kh) * g.KW + kw) * g.Cg * g.M;
+        for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
+          V wv[CB];
+          for (int c = 0; c < CB; ++c) wv[c] = loadv<V>(wt + (ci0 + c) * g.M);
+#pragma GCC unroll 32
+          for (int p = 0; p < P; ++p)
+            if (ok[p]) {
+              const float* xc = xp[p] + ci0;
+#pragma GCC unroll 16
+              for (int c = 0; c < CB; ++c) acc[p] += xc[c] * wv[c];
+            }
+        }
+      }
+    }
+  float* yc = y + row0 * g.OW * O + grp * g.M + m0;  // the rows' pixels are contiguous
+  for (int p = 0; p < P; ++p) {
+    if (p >= np) break;
+    if constexpr (L == 16) {
+      if (stream) {
+        _mm512_stream_ps(yc + p * O, reinterpret_cast<__m512>(acc[p]));
+        continue;
+      }
+    }
+    storev(yc + p * O, acc[p]);
+  }
+}
+
 template <int L, int CB, typename Pool>
 void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
   constexpr int P = 16;
@@ -598,35 +662,44 @@ void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w,
         }
     }
   };
+  // Rows per unit of work: R whole rows per block where rows are narrow and a vector's
+  // kernel slice is large (nhwc_rows_block), else one row, its columns in blocks.
   const int64_t vector_bytes = g.KD * g.KH * g.KW * g.Cg * L * sizeof(float);
+  const bool narrow = ostep == 1 && 2 * g.OW <= P && vector_bytes > kRowsBlockBytes;
+  const int64_t R = narrow ? P / g.OW : 1, units = (rows + R - 1) / R;
+  auto unit_vectors = [&](int64_t unit, std::vector<Tap>* taps, int64_t v0, int64_t v1) {
+    if (R == 1) {
+      row_taps(g, x, w, unit, taps, g.Cg * g.M);
+      return row_vectors(unit, *taps, v0, v1);
+    }
+    const int64_t row0 = unit * R, nrows = std::min(R, rows - row0);
+    for (int64_t grp = v0 / per_group; grp * per_group < v1; ++grp) {
+      const int64_t m_lo = std::max<int64_t>(v0 - grp * per_group, 0) * L;
+      const int64_t m_hi = std::min<int64_t>(v1 - grp * per_group, per_group) * L;
+      for (int64_t m0 = m_lo; m0 < m_hi; m0 += L)
+        nhwc_rows_block<L, P, CB>(g, x, w, y, row0, nrows, grp, m0, stream);
+    }
+  };
   if (vectors * vector_bytes > kKernelRunsBytes) {
     // Runs of output vectors whose kernel slices fit in half of L2, each over a run of
     // rows: each row would otherwise read the whole kernel (C3D's 27 x 512 x 512: 28 MB)
     // from memory. (Measured slower for kernels that L3 holds: ResNet-50's 4-9 MB.)
     const int64_t run = std::clamp<int64_t>(kSplitResultBytes / vector_bytes, 1, vectors);
     const int64_t vruns = (vectors + run - 1) / run;
-    const int64_t rruns = std::clamp<int64_t>((8 * pool.num_threads() + vruns - 1) / vruns, 1, rows);
-    const int64_t rrun = (rows + rruns - 1) / rruns;
+    const int64_t rruns = std::clamp<int64_t>((8 * pool.num_threads() + vruns - 1) / vruns, 1, units);
+    const int64_t rrun = (units + rruns - 1) / rruns;
     parallel_for(pool, vruns * rruns, [&](int64_t i) {
-      const int64_t v0 = (i % vruns) * run, r0 = (i / vruns) * rrun;
+      const int64_t v0 = (i % vruns) * run, u0 = (i / vruns) * rrun;
       std::vector<Tap> taps;
-      for (int64_t row = r0; row < std::min(rows, r0 + rrun); ++row) {
-        row_taps(g, x, w, row, &taps, g.Cg * g.M);
-        row_vectors(row, taps, v0, std::min(vectors, v0 + run));
-      }
+      for (int64_t unit = u0; unit < std::min(units, u0 + rrun); ++unit)
+        unit_vectors(unit, &taps, v0, std::min(vectors, v0 + run));
       if (stream) _mm_sfence();
     });
     return;
   }
-  parallel_rows(pool, rows, [&](int64_t row) {
+  parallel_rows(pool, units, [&](int64_t unit) {
     std::vector<Tap> taps;
-    row_taps(g, x, w, row, &taps, g.Cg * g.M);
-    float* y_row = y + row * row_size;
-    if (taps.empty()) {
-      std::fill(y_row, y_row + row_size, 0.0f);
-      return;
-    }
-    row_vectors(row, taps, 0, vectors);
+    unit_vectors(unit, &taps, 0, vectors);
     if (stream) _mm_sfence();
   });
 }
