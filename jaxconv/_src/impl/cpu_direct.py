@@ -23,7 +23,9 @@ in two layouts:
   axis padded to a multiple of 16 (a free reshape for depthwise, else XLA transposes);
 * each block of output columns x output channels accumulates in registers over the
   taps that reach the input (taps in the padding are skipped, so a 31x31 kernel on a
-  14x14 input costs what its reachable taps cost). Depthwise rows of kernel width 3, 5
+  14x14 input costs what its reachable taps cost). Channels last, rows of at most 8
+  columns with a large kernel take several whole rows per block, and inputs of a
+  multiple of 3 channels are taken 3 at a time. Depthwise rows of kernel width 3, 5
   or 7 use sliding blocks: a kernel row's vectors stay in registers and each input
   vector is loaded once for every output it reaches (the kernel gradient likewise,
   with the cotangents in registers); wider depthwise kernels at stride 1 (RepLKNet's
