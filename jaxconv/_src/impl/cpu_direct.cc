@@ -639,15 +639,20 @@ void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w,
   const bool stream = rows * row_size * sizeof(float) > kStreamBytes &&
                       reinterpret_cast<uintptr_t>(y) % 64 == 0;
   const int64_t per_group = g.M / L, vectors = g.Gp * per_group;
-  // Output vectors [v0, v1) (L channels of one group each) of one row: per group, P
-  // columns of each phase (one phase without input dilation) at a time, all the group's
-  // vectors before the next columns, so that their inputs and outputs stay in cache.
+  // body(grp, m_lo, m_hi) for each group with output vectors (L channels of one group
+  // each) among [v0, v1): its output channels [m_lo, m_hi)
+  auto groups = [&](int64_t v0, int64_t v1, const auto& body) {
+    for (int64_t grp = v0 / per_group; grp * per_group < v1; ++grp)
+      body(grp, std::max<int64_t>(v0 - grp * per_group, 0) * L,
+           std::min<int64_t>(v1 - grp * per_group, per_group) * L);
+  };
+  // Output vectors [v0, v1) of one row: per group, P columns of each phase (one phase
+  // without input dilation) at a time, all the group's vectors before the next columns,
+  // so that their inputs and outputs stay in cache.
   auto row_vectors = [&](int64_t row, const std::vector<Tap>& taps, int64_t v0, int64_t v1) {
     float* y_row = y + row * row_size;
     const int64_t phases = std::min(ostep, g.OW);
-    for (int64_t grp = v0 / per_group; grp * per_group < v1; ++grp) {
-      const int64_t m_lo = std::max<int64_t>(v0 - grp * per_group, 0) * L;
-      const int64_t m_hi = std::min<int64_t>(v1 - grp * per_group, per_group) * L;
+    groups(v0, v1, [&](int64_t grp, int64_t m_lo, int64_t m_hi) {
       for (int64_t j = 0; j * ostep < g.OW; j += P)
         for (int64_t r = 0; r < phases; ++r) {
           const int64_t ow = r + j * ostep;
@@ -660,7 +665,7 @@ void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w,
               nhwc_block<L, P, CB, true>(g, taps, y_row, ow, np, ostep, grp, m0, stream);
           }
         }
-    }
+    });
   };
   // Rows per unit of work: R whole rows per block where rows are narrow and a vector's
   // kernel slice is large (nhwc_rows_block), else one row, its columns in blocks.
@@ -673,12 +678,10 @@ void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w,
       return row_vectors(unit, *taps, v0, v1);
     }
     const int64_t row0 = unit * R, nrows = std::min(R, rows - row0);
-    for (int64_t grp = v0 / per_group; grp * per_group < v1; ++grp) {
-      const int64_t m_lo = std::max<int64_t>(v0 - grp * per_group, 0) * L;
-      const int64_t m_hi = std::min<int64_t>(v1 - grp * per_group, per_group) * L;
+    groups(v0, v1, [&](int64_t grp, int64_t m_lo, int64_t m_hi) {
       for (int64_t m0 = m_lo; m0 < m_hi; m0 += L)
         nhwc_rows_block<L, P, CB>(g, x, w, y, row0, nrows, grp, m0, stream);
-    }
+    });
   };
   if (vectors * vector_bytes > kKernelRunsBytes) {
     // Runs of output vectors whose kernel slices fit in half of L2, each over a run of
