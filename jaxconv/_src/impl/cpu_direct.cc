@@ -510,6 +510,14 @@ template <typename V>
 inline void storev(float* p, V v) {
   std::memcpy(p, &v, sizeof(V));
 }
+// A block's result vector: 16-lane ones with a streaming store where `stream` is set.
+template <typename V>
+inline void store_result(float* p, V v, bool stream) {
+  if constexpr (sizeof(V) == 64) {
+    if (stream) return _mm512_stream_ps(p, reinterpret_cast<__m512>(v));
+  }
+  storev(p, v);
+}
 
 // P output columns ow0, ow0 + ostep, ... x L output channels of group `grp` (from m0),
 // input channels CB at a time with their kernel vectors in registers; the first `np`
@@ -556,14 +564,7 @@ void nhwc_block(const Geom& g, const std::vector<Tap>& taps, float* y_row, int64
   float* yc = y_row + ow0 * O + grp * g.M + m0;
   for (int p = 0; p < P; ++p) {
     if (EDGE && p >= np) break;
-    if constexpr (L == 16) {
-      if (stream) {
-        _mm512_stream_ps(yc, reinterpret_cast<__m512>(acc[p]));
-        yc = next(yc, ostep * O);
-        continue;
-      }
-    }
-    storev(yc, acc[p]);
+    store_result(yc, acc[p], stream);
     yc = next(yc, ostep * O);
   }
 }
@@ -616,16 +617,7 @@ void nhwc_rows_block(const Geom& g, const float* x, const float* w, float* y, in
       }
     }
   float* yc = y + row0 * g.OW * O + grp * g.M + m0;  // the rows' pixels are contiguous
-  for (int p = 0; p < P; ++p) {
-    if (p >= np) break;
-    if constexpr (L == 16) {
-      if (stream) {
-        _mm512_stream_ps(yc + p * O, reinterpret_cast<__m512>(acc[p]));
-        continue;
-      }
-    }
-    storev(yc + p * O, acc[p]);
-  }
+  for (int p = 0; p < std::min<int64_t>(P, np); ++p) store_result(yc + p * O, acc[p], stream);
 }
 
 template <int L, int CB, typename Pool>
