@@ -32,9 +32,12 @@
 #include <memory>
 #include <numeric>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
 
 #include "xla/ffi/api/ffi.h"
 
@@ -42,7 +45,18 @@ namespace ffi = xla::ffi;
 
 namespace {
 
+// The vector the loops compute with: kLanes floats, kRegs of them in the register file
+// (AVX-512: 16 floats, 32 registers; AVX2 and other targets: 8 floats, 16 registers, the
+// compiler splitting them where the hardware's are narrower). The register blocks below
+// are sized from kRegs. The Python side pads the lanes layout's groups to a multiple of
+// 16, a whole number of vectors on either.
+#if defined(__AVX512F__)
 constexpr int kLanes = 16;
+constexpr int kRegs = 32;
+#else
+constexpr int kLanes = 8;
+constexpr int kRegs = 16;
+#endif
 constexpr int64_t kStreamBytes = 8 << 20;
 // Channels-last kernel gradients larger than this split over the result, not the rows.
 constexpr int64_t kSplitResultBytes = 512 << 10;
@@ -53,14 +67,48 @@ constexpr int64_t kKernelRunsBytes = 16 << 20;
 // when a vector's kernel slice is larger than this (NOTES.md section 16: 1.17-1.52x at
 // 147 KB-885 KB, 0.94-0.97 at 37-74 KB, 0.68-0.70 below 10 KB).
 constexpr int64_t kRowsBlockBytes = 128 << 10;
-typedef float v16 __attribute__((vector_size(kLanes * sizeof(float))));
+typedef float vf __attribute__((vector_size(kLanes * sizeof(float))));
 
-inline v16 load(const float* p) {
-  v16 v;
+inline vf load(const float* p) {
+  vf v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
-inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof(v)); }
+inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof(v)); }
+
+// Keeps a loaded vector in a register: one load, not a memory operand in every
+// multiply-add that uses it (where the vector is one register wide).
+inline void in_register(vf& v) {
+#if defined(__AVX__)
+  asm("" : "+v"(v));
+#endif
+}
+
+// A store of a vector of floats straight to memory (no read of the line first, no cache
+// pollution) at an address aligned to the vector's size: a plain store where the
+// instruction set has no streaming store. `stream_fence` orders them before returning.
+template <typename V>
+inline void stream_store(float* p, V v) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(V) == 64) return _mm512_stream_ps(p, reinterpret_cast<__m512>(v));
+#endif
+#if defined(__AVX__)
+  if constexpr (sizeof(V) % 32 == 0) {
+    for (size_t i = 0; i < sizeof(V) / 32; ++i) {
+      __m256 h;
+      std::memcpy(&h, reinterpret_cast<const char*>(&v) + 32 * i, 32);
+      _mm256_stream_ps(p + 8 * i, h);
+    }
+    return;
+  }
+#endif
+  std::memcpy(p, &v, sizeof(V));
+}
+inline void stream_fence() {
+#if defined(__SSE__)
+  _mm_sfence();
+#endif
+}
 
 // p + step, computed here: the compiler then addresses a block's vectors from one
 // pointer per input row with constant offsets, instead of holding (and spilling) a
@@ -142,10 +190,10 @@ template <int P, int MB, int GB>
 void forward_block(const Geom& g, const std::vector<Tap>& taps, const float* zeros,
                    float* y_row, int64_t ow0, int64_t m0, int64_t gv0) {
   const int64_t CgGp = g.Cg * g.Gp, MGp = g.M * g.Gp;
-  v16 acc[P][MB][GB];
+  vf acc[P][MB][GB];
   for (int p = 0; p < P; ++p)
     for (int mb = 0; mb < MB; ++mb)
-      for (int b = 0; b < GB; ++b) acc[p][mb][b] = v16{};
+      for (int b = 0; b < GB; ++b) acc[p][mb][b] = vf{};
   const int64_t np = std::min<int64_t>(P, g.OW - ow0);
   const int64_t first = ow0 * g.sw - g.pw;  // dilated input column of (ow0, kw = 0)
   const bool unit = g.lw == 1 && np == P;  // input columns first + kw * rw + p * sw
@@ -172,20 +220,20 @@ void forward_block(const Geom& g, const std::vector<Tap>& taps, const float* zer
       if (MB == 1) {  // each input vector is used once: multiply-add straight from memory
         for (int64_t ci = 0; ci < g.Cg; ++ci)
           for (int b = 0; b < GB; ++b) {
-            const v16 wv = load(wp + ci * MGp + b * kLanes);
+            const vf wv = load(wp + ci * MGp + b * kLanes);
             for (int p = 0; p < P; ++p)
               acc[p][0][b] += load(xp[p] + ci * g.Gp + b * kLanes) * wv;
           }
       } else {
         // the MB x GB kernel vectors of an input channel stay in registers for P columns
         for (int64_t ci = 0; ci < g.Cg; ++ci) {
-          v16 wv[MB][GB];
+          vf wv[MB][GB];
           const float* wc = wp + ci * MGp;
           for (int mb = 0; mb < MB; ++mb)
             for (int b = 0; b < GB; ++b) wv[mb][b] = load(wc + mb * g.Gp + b * kLanes);
           for (int p = 0; p < P; ++p)
             for (int b = 0; b < GB; ++b) {
-              const v16 xv = load(xp[p] + ci * g.Gp + b * kLanes);
+              const vf xv = load(xp[p] + ci * g.Gp + b * kLanes);
               for (int mb = 0; mb < MB; ++mb) acc[p][mb][b] += xv * wv[mb][b];
             }
         }
@@ -214,14 +262,14 @@ template <int P, int GB, int KW, int S, bool EDGE>
 void depthwise_slide(const Geom& g, const std::vector<Tap>& taps, float* y0, int64_t ystep,
                      int64_t first, int64_t kw0, int64_t kwstep, int64_t gv0, int64_t np,
                      bool stream) {
-  v16 acc[P][GB];
+  vf acc[P][GB];
   for (int p = 0; p < P; ++p)
-    for (int b = 0; b < GB; ++b) acc[p][b] = v16{};
+    for (int b = 0; b < GB; ++b) acc[p][b] = vf{};
   const int64_t lane0 = gv0 * kLanes;
   for (size_t t = 0; t < taps.size(); t += g.KW) {  // g.KW taps per kernel row, kw = 0 first
     const float* xc = taps[t].x + first * g.Gp + lane0;
     const float* wc = taps[t].w + kw0 * g.Gp + lane0;
-    v16 wv[KW][GB];
+    vf wv[KW][GB];
     for (int kw = 0; kw < KW; ++kw) {
       for (int b = 0; b < GB; ++b) wv[kw][b] = load(wc + b * kLanes);
       wc = next(wc, kwstep * g.Gp);
@@ -231,8 +279,8 @@ void depthwise_slide(const Geom& g, const std::vector<Tap>& taps, float* y0, int
       if (!EDGE || static_cast<uint64_t>(first + i) < static_cast<uint64_t>(g.W)) {
 #pragma GCC unroll 4
         for (int b = 0; b < GB; ++b) {
-          v16 xv = load(xc + b * kLanes);
-          asm("" : "+v"(xv));  // one load into a register, not a memory operand per use
+          vf xv = load(xc + b * kLanes);
+          in_register(xv);
 #pragma GCC unroll 8
           for (int kw = 0; kw < KW; ++kw) {
             const int q = i - kw;  // output column p reads input column p * S + kw
@@ -247,8 +295,8 @@ void depthwise_slide(const Geom& g, const std::vector<Tap>& taps, float* y0, int
   for (int p = 0; p < P; ++p) {
     if (EDGE && p >= np) break;
     for (int b = 0; b < GB; ++b) {
-      if (stream)  // straight to memory: no read of the line first, no cache pollution
-        _mm512_stream_ps(yc + b * kLanes, reinterpret_cast<__m512>(acc[p][b]));
+      if (stream)
+        stream_store(yc + b * kLanes, acc[p][b]);
       else
         store(yc + b * kLanes, acc[p][b]);
     }
@@ -256,9 +304,10 @@ void depthwise_slide(const Geom& g, const std::vector<Tap>& taps, float* y0, int
   }
 }
 
-// Columns per sliding block: the accumulators and kernel vectors fill the registers.
+// Columns per sliding block: the accumulators and kernel vectors fill the registers
+// (all but 4 of AVX-512's 32, 2 of AVX2's 16), at most 16.
 constexpr int slide_columns(int GB, int KW) {
-  return (28 - KW * GB) / GB < 16 ? (28 - KW * GB) / GB : 16;
+  return std::min((kRegs - kRegs / 8 - KW * GB) / GB, 16);
 }
 
 // The input row that output row `row` = (n, od, oh) reads through kernel row (kd, kh),
@@ -429,7 +478,7 @@ void depthwise_all(Pool& pool, const Geom& g, const float* x, const float* w, fl
     row_taps(g, x, w, row, &taps, g.Cg * g.M * g.Gp);
     for (int64_t c = 0; c < chunks; ++c)
       depthwise_row<P, GB, KW, S>(g, taps, zeros.data(), y + row * row_size, c * GB, stream);
-    if (stream) _mm_sfence();
+    if (stream) stream_fence();
   });
 }
 
@@ -514,7 +563,7 @@ inline void storev(float* p, V v) {
 template <typename V>
 inline void store_result(float* p, V v, bool stream) {
   if constexpr (sizeof(V) == 64) {
-    if (stream) return _mm512_stream_ps(p, reinterpret_cast<__m512>(v));
+    if (stream) return stream_store(p, v);
   }
   storev(p, v);
 }
@@ -620,9 +669,14 @@ void nhwc_rows_block(const Geom& g, const float* x, const float* w, float* y, in
   for (int p = 0; p < std::min<int64_t>(P, np); ++p) store_result(yc + p * O, acc[p], stream);
 }
 
+// Columns per channels-last forward block: P accumulators of L channels, CB kernel vectors
+// and a broadcast input value in the registers (AVX-512: 16 + 8 + 1 of 32; AVX2: 6 x 2 +
+// 1 x 2 + 1 or 6 + 8 + 1 of 16, the 6 x 16 block of a matmul's micro-kernel).
+constexpr int kNhwcColumns = kRegs >= 32 ? 16 : 6;
+
 template <int L, int CB, typename Pool>
 void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
-  constexpr int P = 16;
+  constexpr int P = kNhwcColumns;
   const int64_t O = g.M * g.Gp, row_size = g.OW * O;
   const int64_t ostep = g.lw / std::gcd(g.sw, g.lw);
   int64_t lo = 0, hi = 0;
@@ -688,29 +742,40 @@ void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w,
       std::vector<Tap> taps;
       for (int64_t unit = u0; unit < std::min(units, u0 + rrun); ++unit)
         unit_vectors(unit, &taps, v0, std::min(vectors, v0 + run));
-      if (stream) _mm_sfence();
+      if (stream) stream_fence();
     });
     return;
   }
   parallel_rows(pool, units, [&](int64_t unit) {
     std::vector<Tap> taps;
     unit_vectors(unit, &taps, 0, vectors);
-    if (stream) _mm_sfence();
+    if (stream) stream_fence();
   });
 }
 
+// Calls f(std::integral_constant<int, CB>()) with the input channels taken per step: the
+// largest of 16, 8, 4, 2 that divides Cg and is at most MAX, else 3 where it divides Cg
+// (RGB inputs: the three channels of a pixel at once), else 1.
+template <int MAX, typename F>
+void with_channel_step(int64_t Cg, const F& f) {
+  if constexpr (MAX >= 16) if (Cg % 16 == 0) return f(std::integral_constant<int, 16>());
+  if constexpr (MAX >= 8) if (Cg % 8 == 0) return f(std::integral_constant<int, 8>());
+  if constexpr (MAX >= 4) if (Cg % 4 == 0) return f(std::integral_constant<int, 4>());
+  if constexpr (MAX >= 2) if (Cg % 2 == 0) return f(std::integral_constant<int, 2>());
+  if constexpr (MAX >= 3) if (Cg % 3 == 0) return f(std::integral_constant<int, 3>());
+  f(std::integral_constant<int, 1>());
+}
+
+// Input channels per step in the channels-last forward (see kNhwcColumns): with 16
+// registers and 16 channels (two registers a vector) one.
+template <int L>
+constexpr int kNhwcStep = kRegs >= 32 || L == 8 ? 8 : 1;
+
 template <int L, typename Pool>
 void nhwc_forward_cb(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
-  if (g.Cg % 8 == 0)
-    nhwc_forward_all<L, 8>(pool, g, x, w, y);
-  else if (g.Cg % 4 == 0)
-    nhwc_forward_all<L, 4>(pool, g, x, w, y);
-  else if (g.Cg % 2 == 0)
-    nhwc_forward_all<L, 2>(pool, g, x, w, y);
-  else if (g.Cg % 3 == 0)  // RGB inputs: the three channels of a pixel at once
-    nhwc_forward_all<L, 3>(pool, g, x, w, y);
-  else
-    nhwc_forward_all<L, 1>(pool, g, x, w, y);
+  with_channel_step<kNhwcStep<L>>(g.Cg, [&](auto cb) {
+    nhwc_forward_all<L, decltype(cb)::value>(pool, g, x, w, y);
+  });
 }
 
 // acc[c] += x[c] * d over a span's columns: x and d (a vector of L cotangents) advance
@@ -781,20 +846,20 @@ inline bool depthwise_wide_applies(const Geom& g) {
 // through them (P * R multiply-adds for P + R - 1 loads); input columns outside the row
 // are skipped.
 template <int P, int R>
-inline void wide_row(const Geom& g, v16 (&acc)[P], const float* xr, const float* wr,
+inline void wide_row(const Geom& g, vf (&acc)[P], const float* xr, const float* wr,
                      int64_t ow0, int64_t KWp) {
   for (int64_t kb = 0; kb < KWp; kb += R) {
     const int64_t first = ow0 - g.pw + kb;  // input column of (p, r) = (0, 0)
     if (first >= g.W || first + P + R - 2 < 0) continue;
-    v16 wv[R];
+    vf wv[R];
     for (int r = 0; r < R; ++r) wv[r] = load(wr + (kb + r) * kLanes);
     const bool inside = first >= 0 && first + P + R - 2 < g.W;
     const float* xc = xr + first * kLanes;
 #pragma GCC unroll 64
     for (int i = 0; i < P + R - 1; ++i) {
       if (inside || static_cast<uint64_t>(first + i) < static_cast<uint64_t>(g.W)) {
-        v16 xv = load(xc);
-        asm("" : "+v"(xv));
+        vf xv = load(xc);
+        in_register(xv);
 #pragma GCC unroll 16
         for (int r = 0; r < R; ++r) {
           const int p = i - r;  // output column p reads input column first + p + r
@@ -824,8 +889,8 @@ void depthwise_wide(Pool& pool, const Geom& g, const float* x, const float* w, f
         for (int64_t oh = 0; oh < g.OH; ++oh) {
           float* y_row = y + ((n * g.OD + od) * g.OH + oh) * g.OW * g.Gp + gv * kLanes;
           for (int64_t ow0 = 0; ow0 < g.OW; ow0 += P) {
-            v16 acc[P];
-            for (int p = 0; p < P; ++p) acc[p] = v16{};
+            vf acc[P];
+            for (int p = 0; p < P; ++p) acc[p] = vf{};
             for (int64_t kd = 0; kd < g.KD; ++kd) {
               const int64_t id = input_index(od, kd, 1, g.pd, 1, 1, g.D);
               if (id < 0) continue;
@@ -844,14 +909,22 @@ void depthwise_wide(Pool& pool, const Geom& g, const float* x, const float* w, f
   });
 }
 
-// Columns per wide block: the row in blocks of at most 16, as even as they come.
+// Columns per wide block: the row in blocks of at most 16 (11 with 16 registers, 4 taps
+// in registers instead of 8), as even as they come.
 template <typename Pool>
 void depthwise_wide_columns(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
-  const int64_t blocks = (g.OW + 15) / 16, p = (g.OW + blocks - 1) / blocks;
-  if (p <= 8) return depthwise_wide<8, 8>(pool, g, x, w, y);
-  if (p <= 12) return depthwise_wide<12, 8>(pool, g, x, w, y);
-  if (p <= 14) return depthwise_wide<14, 8>(pool, g, x, w, y);
-  depthwise_wide<16, 8>(pool, g, x, w, y);
+  if constexpr (kRegs >= 32) {
+    const int64_t blocks = (g.OW + 15) / 16, p = (g.OW + blocks - 1) / blocks;
+    if (p <= 8) return depthwise_wide<8, 8>(pool, g, x, w, y);
+    if (p <= 12) return depthwise_wide<12, 8>(pool, g, x, w, y);
+    if (p <= 14) return depthwise_wide<14, 8>(pool, g, x, w, y);
+    return depthwise_wide<16, 8>(pool, g, x, w, y);
+  }
+  const int64_t blocks = (g.OW + 10) / 11, p = (g.OW + blocks - 1) / blocks;
+  if (p <= 5) return depthwise_wide<5, 4>(pool, g, x, w, y);
+  if (p <= 7) return depthwise_wide<7, 4>(pool, g, x, w, y);
+  if (p <= 9) return depthwise_wide<9, 4>(pool, g, x, w, y);
+  depthwise_wide<11, 4>(pool, g, x, w, y);
 }
 
 // The forward convolution, its register blocking chosen by the group shape.
@@ -861,24 +934,23 @@ void run_forward(Pool& pool, const Geom& g, const float* xp, const float* wp, fl
   if (depthwise_wide_applies(g)) return depthwise_wide_columns(pool, g, xp, wp, yp);
   if (g.Cg * g.M == 1) {  // depthwise: several vectors of groups per block
     // the sliding blocks of widths 5 and 7 keep at most 2 vectors' kernels in registers
+    // (with 16 registers, one vector a block: two leave a 3x3 block 4 columns)
     const bool narrow = g.KW != 5 && g.KW != 7;
-    if (gvs % 4 == 0 && narrow)
-      depthwise_width<4>(pool, g, xp, wp, yp);
-    else if (gvs % 3 == 0 && narrow)
-      depthwise_width<3>(pool, g, xp, wp, yp);
-    else if (gvs % 2 == 0)
-      depthwise_width<2>(pool, g, xp, wp, yp);
-    else
-      depthwise_width<1>(pool, g, xp, wp, yp);
-  } else if (g.M % 8 == 0) {  // blocks measured on ResNeXt's layers (NOTES.md section 13)
-    forward_all<2, 8, 1>(pool, g, xp, wp, yp);
-  } else if (g.M % 4 == 0 && gvs % 2 == 0) {
-    forward_all<1, 4, 2>(pool, g, xp, wp, yp);
-  } else if (g.M % 4 == 0) {
-    forward_all<4, 4, 1>(pool, g, xp, wp, yp);
-  } else if (g.M % 2 == 0) {
-    forward_all<8, 2, 1>(pool, g, xp, wp, yp);
-  } else {
+    if constexpr (kRegs >= 32) {
+      if (gvs % 4 == 0 && narrow) return depthwise_width<4>(pool, g, xp, wp, yp);
+      if (gvs % 3 == 0 && narrow) return depthwise_width<3>(pool, g, xp, wp, yp);
+      if (gvs % 2 == 0) return depthwise_width<2>(pool, g, xp, wp, yp);
+    }
+    depthwise_width<1>(pool, g, xp, wp, yp);
+  } else if constexpr (kRegs >= 32) {  // blocks measured on ResNeXt's layers (NOTES.md section 13)
+    if (g.M % 8 == 0) return forward_all<2, 8, 1>(pool, g, xp, wp, yp);
+    if (g.M % 4 == 0 && gvs % 2 == 0) return forward_all<1, 4, 2>(pool, g, xp, wp, yp);
+    if (g.M % 4 == 0) return forward_all<4, 4, 1>(pool, g, xp, wp, yp);
+    if (g.M % 2 == 0) return forward_all<8, 2, 1>(pool, g, xp, wp, yp);
+    forward_all<8, 1, 1>(pool, g, xp, wp, yp);
+  } else {  // the same blocks with half the accumulators
+    if (g.M % 4 == 0) return forward_all<2, 4, 1>(pool, g, xp, wp, yp);
+    if (g.M % 2 == 0) return forward_all<4, 2, 1>(pool, g, xp, wp, yp);
     forward_all<8, 1, 1>(pool, g, xp, wp, yp);
   }
 }
@@ -893,13 +965,13 @@ void kgrad_span(const Geom& g, const Span& sp, const float* dy_row, float* dw_ta
   const int64_t CgGp = g.Cg * g.Gp, MGp = g.M * g.Gp;
   for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
     for (int64_t m0 = 0; m0 < g.M; m0 += MB) {
-      v16 acc[CB][MB];
+      vf acc[CB][MB];
       for (int c = 0; c < CB; ++c)
-        for (int m = 0; m < MB; ++m) acc[c][m] = v16{};
+        for (int m = 0; m < MB; ++m) acc[c][m] = vf{};
       const float* xb = sp.x + ci0 * g.Gp + gv * kLanes;
       const float* db = dy_row + sp.o0 * MGp + m0 * g.Gp + gv * kLanes;
       for (int64_t k = 0; k < sp.count; ++k) {
-        v16 xv[CB], dv[MB];
+        vf xv[CB], dv[MB];
         for (int c = 0; c < CB; ++c) xv[c] = load(xb + c * g.Gp);
         for (int m = 0; m < MB; ++m) dv[m] = load(db + m * g.Gp);
         for (int c = 0; c < CB; ++c)
@@ -932,7 +1004,7 @@ void kgrad_row(const Geom& g, const float* x, const float* dy, float* dw, int64_
 // multiply-add instead of two). Columns outside the input are skipped.
 template <int KW, int S>
 void depthwise_kgrad_row(const Geom& g, const float* x, const float* dy, float* dw, int64_t row) {
-  constexpr int P = 16;
+  constexpr int P = kRegs >= 32 ? 16 : 8;
   const int64_t oh = row % g.OH, od = (row / g.OH) % g.OD, n = row / (g.OH * g.OD);
   const float* dy_row = dy + row * g.OW * g.Gp;
   int64_t lo = 0, hi = 0;
@@ -946,23 +1018,23 @@ void depthwise_kgrad_row(const Geom& g, const float* x, const float* dy, float* 
       const float* x_row = x + ((n * g.D + id) * g.H + ih) * g.W * g.Gp;
       float* dw_row = dw + (kd * g.KH + kh) * g.KW * g.Gp;  // taps (kd, kh, 0..KW)
       for (int64_t gv = 0; gv < g.Gp / kLanes; ++gv) {
-        v16 acc[KW];
-        for (int kw = 0; kw < KW; ++kw) acc[kw] = v16{};
+        vf acc[KW];
+        for (int kw = 0; kw < KW; ++kw) acc[kw] = vf{};
         for (int64_t ow0 = 0; ow0 < g.OW; ow0 += P) {
           const int64_t np = std::min<int64_t>(P, g.OW - ow0), first = ow0 * S - g.pw;
           const bool edge = !(ow0 >= lo && ow0 + P <= hi);
-          v16 dv[P];
+          vf dv[P];
           const float* dc = dy_row + ow0 * g.Gp + gv * kLanes;
           for (int p = 0; p < P; ++p) {
-            dv[p] = p < np ? load(dc) : v16{};
+            dv[p] = p < np ? load(dc) : vf{};
             dc = next(dc, g.Gp);
           }
           const float* xc = x_row + first * g.Gp + gv * kLanes;
 #pragma GCC unroll 64
           for (int i = 0; i < (P - 1) * S + KW; ++i) {
             if (!edge || static_cast<uint64_t>(first + i) < static_cast<uint64_t>(g.W)) {
-              v16 xv = load(xc);
-              asm("" : "+v"(xv));
+              vf xv = load(xc);
+              in_register(xv);
 #pragma GCC unroll 8
               for (int kw = 0; kw < KW; ++kw) {
                 const int q = i - kw;  // output column q / S reads input column i
@@ -1032,7 +1104,7 @@ void run_kernel_grad(Pool& pool, const Geom& g, const float* xp, const float* dp
     if (g.KW == 7) return s1 ? depthwise_kgrad_all<7, 1>(pool, g, xp, dp, wp)
                              : depthwise_kgrad_all<7, 2>(pool, g, xp, dp, wp);
   }
-  if (g.Cg % 4 == 0)
+  if (g.Cg % 4 == 0 && kRegs >= 32)  // 4 x 4 sums: half of the 32 registers
     kgrad_m<4>(pool, g, xp, dp, wp);
   else if (g.Cg % 2 == 0)
     kgrad_m<2>(pool, g, xp, dp, wp);
@@ -1098,20 +1170,16 @@ void nhwc_kgrad_all(Pool& pool, const Geom& g, const float* x, const float* dy, 
   kgrad_rows(pool, g, dw, [&](float* acc, int64_t r) { nhwc_kgrad_row<L, CB>(g, x, dy, acc, r); });
 }
 
+// Input channels per step in the channels-last kernel gradient: CB sums of L channels,
+// a cotangent vector and a broadcast input value in the registers.
+template <int L>
+constexpr int kNhwcGradStep = kRegs >= 32 ? 16 : (L == 8 ? 8 : 4);
+
 template <int L, typename Pool>
 void nhwc_kgrad_cb(Pool& pool, const Geom& g, const float* x, const float* dy, float* dw) {
-  if (g.Cg % 16 == 0)
-    nhwc_kgrad_all<L, 16>(pool, g, x, dy, dw);
-  else if (g.Cg % 8 == 0)
-    nhwc_kgrad_all<L, 8>(pool, g, x, dy, dw);
-  else if (g.Cg % 4 == 0)
-    nhwc_kgrad_all<L, 4>(pool, g, x, dy, dw);
-  else if (g.Cg % 2 == 0)
-    nhwc_kgrad_all<L, 2>(pool, g, x, dy, dw);
-  else if (g.Cg % 3 == 0)  // RGB inputs: the three channels of a pixel at once
-    nhwc_kgrad_all<L, 3>(pool, g, x, dy, dw);
-  else
-    nhwc_kgrad_all<L, 1>(pool, g, x, dy, dw);
+  with_channel_step<kNhwcGradStep<L>>(g.Cg, [&](auto cb) {
+    nhwc_kgrad_all<L, decltype(cb)::value>(pool, g, x, dy, dw);
+  });
 }
 
 template <typename Pool>
