@@ -524,6 +524,23 @@ class Options:
     check: bool = True
 
 
+def _cpu_model() -> dict[str, Any]:
+    """The processor's model name and widest vector extension (from ``/proc/cpuinfo``
+    where there is one): results from different machines differ by more than the
+    changes they measure, and ``cpu_direct``'s blocks depend on the vector width."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return {}
+    fields = dict(
+        (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in text.splitlines()) if v
+    )
+    flags = set(fields.get("flags", "").split())
+    isa = next((name for name in ("avx512f", "avx2", "avx", "sse2") if name in flags), None)
+    return {"cpu_model": fields.get("model name"), "cpu_isa": isa}
+
+
 def machine_info(matmul_gflops: dict[str, float]) -> dict[str, Any]:
     dev = jax.devices()[0]
     info = {
@@ -532,6 +549,7 @@ def machine_info(matmul_gflops: dict[str, float]) -> dict[str, Any]:
         "device_kind": dev.device_kind,
         "device_count": jax.device_count(),
         "cpu": platform.processor() or platform.machine(),
+        **_cpu_model(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "jax": jax.__version__,
@@ -775,7 +793,9 @@ def markdown(result: dict[str, Any]) -> str:
     lines = ["# jaxconv benchmarks", ""]
     lines.append(
         f"{m['date_utc']} UTC, backend `{m['backend']}` ({m['device_kind']}, "
-        f"{m['cpu_count']} CPU threads), jax {m['jax']}, jaxlib {m['jaxlib']}, "
+        f"{m['cpu_count']} CPU threads"
+        + (f", {m['cpu_model']}, {m['cpu_isa']}" if m.get("cpu_model") else "")
+        + f"), jax {m['jax']}, jaxlib {m['jaxlib']}, "
         f"jaxconv {m['jaxconv']}" + (f", torch {m['torch']}" if m.get("torch") else "") + "."
     )
     rates = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in m["matmul_gflops"].items())

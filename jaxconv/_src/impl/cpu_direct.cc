@@ -4,8 +4,8 @@
 // Two layouts (prepared by the Python side):
 //
 // * groups in the lanes (depthwise, and groups whose output channels are not a multiple
-//   of 8): the groups are the innermost axis, padded to a multiple of 16 lanes (Gp), so
-//   that one vector holds one value of 16 groups and every group does the same
+//   of 8): the groups are the innermost axis, padded to a multiple of 16 (Gp), so
+//   that one vector holds one value of 16 groups (8 on AVX2) and every group does the same
 //   arithmetic in its own lane:
 //
 //     x  (N, D, H, W, Cg, Gp)       input, Cg input channels per group
@@ -61,8 +61,10 @@ constexpr int64_t kStreamBytes = 8 << 20;
 // Channels-last kernel gradients larger than this split over the result, not the rows.
 constexpr int64_t kSplitResultBytes = 512 << 10;
 // Channels-last forwards with kernels larger than this (beyond what the L3 cache keeps
-// for every row to re-read) split over runs of output channels as well as rows.
-constexpr int64_t kKernelRunsBytes = 16 << 20;
+// for every row to re-read) split over runs of output channels as well as rows. With 16
+// registers a block has 6 columns, not 16, and re-reads the kernel 2.7x as often: there
+// (measured on a Zen 3 with 512 KB of L2, NOTES.md section 17) 4 MB.
+constexpr int64_t kKernelRunsBytes = kRegs >= 32 ? 16 << 20 : 4 << 20;
 // Channels-last forwards with rows of at most 8 columns take several whole rows per block
 // when a vector's kernel slice is larger than this (NOTES.md section 16: 1.17-1.52x at
 // 147 KB-885 KB, 0.94-0.97 at 37-74 KB, 0.68-0.70 below 10 KB).
@@ -176,7 +178,7 @@ void parallel_rows(Pool& pool, int64_t rows, const Body& body) {
 }
 
 // ----------------------------------------------------------------------------------
-// Forward: P output columns x MB output channels x GB vectors of 16 groups per block.
+// Forward: P output columns x MB output channels x GB vectors of groups per block.
 
 // One kernel tap of an output row: the input row it reads (column 0 shifted by the
 // tap's column offset kw * rw), its kernel slice, and kw (for the edge columns).
@@ -262,6 +264,7 @@ template <int P, int GB, int KW, int S, bool EDGE>
 void depthwise_slide(const Geom& g, const std::vector<Tap>& taps, float* y0, int64_t ystep,
                      int64_t first, int64_t kw0, int64_t kwstep, int64_t gv0, int64_t np,
                      bool stream) {
+  static_assert(P >= 1, "no room in the registers for this sliding block");
   vf acc[P][GB];
   for (int p = 0; p < P; ++p)
     for (int b = 0; b < GB; ++b) acc[p][b] = vf{};
@@ -493,9 +496,12 @@ void depthwise_width(Pool& pool, const Geom& g, const float* x, const float* w, 
   const int64_t kw = plain ? g.KW : 0;
   if (kw == 3 && g.sw == 1) return depthwise_all<GB, 3, 1>(pool, g, x, w, y);
   if (kw == 3) return depthwise_all<GB, 3, 2>(pool, g, x, w, y);
-  if constexpr (GB <= 2) {  // wider sliding blocks hold at most 2 vectors' kernels
+  // wider sliding blocks hold at most 2 vectors' kernels (where the registers allow)
+  if constexpr (GB <= 2 && slide_columns(GB, 5) >= 1) {
     if (kw == 5 && g.sw == 1) return depthwise_all<GB, 5, 1>(pool, g, x, w, y);
     if (kw == 5) return depthwise_all<GB, 5, 2>(pool, g, x, w, y);
+  }
+  if constexpr (GB <= 2 && slide_columns(GB, 7) >= 1) {
     if (kw == 7 && g.sw == 1) return depthwise_all<GB, 7, 1>(pool, g, x, w, y);
     if (kw == 7) return depthwise_all<GB, 7, 2>(pool, g, x, w, y);
   }
@@ -548,6 +554,13 @@ template <>
 struct VecOf<16> {
   typedef float type __attribute__((vector_size(64)));
 };
+// L channels in registers: NV vectors of at most kLanes floats (16 channels are two
+// vectors on AVX2, where GCC lowers a 64-byte vector type to code 3-6x slower).
+template <int L>
+struct Chans {
+  static constexpr int VL = L < kLanes ? L : kLanes, NV = L / VL;
+  typedef typename VecOf<VL>::type V;
+};
 
 template <typename V>
 inline V loadv(const float* p) {
@@ -559,12 +572,10 @@ template <typename V>
 inline void storev(float* p, V v) {
   std::memcpy(p, &v, sizeof(V));
 }
-// A block's result vector: 16-lane ones with a streaming store where `stream` is set.
+// A block's result vector, with a streaming store where `stream` is set.
 template <typename V>
 inline void store_result(float* p, V v, bool stream) {
-  if constexpr (sizeof(V) == 64) {
-    if (stream) return stream_store(p, v);
-  }
+  if (stream) return stream_store(p, v);
   storev(p, v);
 }
 
@@ -573,16 +584,18 @@ inline void store_result(float* p, V v, bool stream) {
 // columns are stored. The columns are of one phase (with input dilation lw, ostep =
 // lw / gcd(sw, lw)): a tap reads the input for all of them or for none, and consecutive
 // columns read input columns istep = sw * ostep / lw apart. EDGE: columns whose input
-// column lies outside the input (or beyond np) are skipped. `stream`: 16-lane results go
+// column lies outside the input (or beyond np) are skipped. `stream`: results go
 // to memory with streaming stores.
 template <int L, int P, int CB, bool EDGE>
 void nhwc_block(const Geom& g, const std::vector<Tap>& taps, float* y_row, int64_t ow0,
                 int64_t np, int64_t ostep, int64_t grp, int64_t m0, bool stream) {
-  using V = typename VecOf<L>::type;
+  using V = typename Chans<L>::V;
+  constexpr int VL = Chans<L>::VL, NV = Chans<L>::NV;
   const int64_t C = g.Cg * g.Gp, O = g.M * g.Gp;  // pixel strides of x and y
   const int64_t istep = g.sw * ostep / g.lw;
-  V acc[P];
-  for (int p = 0; p < P; ++p) acc[p] = V{};
+  V acc[P][NV];
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < NV; ++v) acc[p][v] = V{};
   const int64_t first = ow0 * g.sw - g.pw;
   for (const Tap& t : taps) {
     const float* row = t.x - t.kw * g.rw * C + grp * g.Cg;  // this group's channels
@@ -593,10 +606,10 @@ void nhwc_block(const Geom& g, const std::vector<Tap>& taps, float* y_row, int64
     }
     const float* wt = t.w + grp * g.KD * g.KH * g.KW * g.Cg * g.M + m0;
     for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
-      V wv[CB];
+      V wv[CB][NV];
       const float* wc = wt + ci0 * g.M;
       for (int c = 0; c < CB; ++c) {
-        wv[c] = loadv<V>(wc);
+        for (int v = 0; v < NV; ++v) wv[c][v] = loadv<V>(wc + v * VL);
         wc = next(wc, g.M);
       }
       const float* xc = row + q0 * C + ci0;
@@ -604,7 +617,8 @@ void nhwc_block(const Geom& g, const std::vector<Tap>& taps, float* y_row, int64
       for (int p = 0; p < P; ++p) {
         if (!EDGE || (p < np && static_cast<uint64_t>(q0 + p * istep) < static_cast<uint64_t>(g.W))) {
 #pragma GCC unroll 16
-          for (int c = 0; c < CB; ++c) acc[p] += xc[c] * wv[c];
+          for (int c = 0; c < CB; ++c)
+            for (int v = 0; v < NV; ++v) acc[p][v] += xc[c] * wv[c][v];
         }
         xc = next(xc, istep * C);
       }
@@ -613,7 +627,7 @@ void nhwc_block(const Geom& g, const std::vector<Tap>& taps, float* y_row, int64
   float* yc = y_row + ow0 * O + grp * g.M + m0;
   for (int p = 0; p < P; ++p) {
     if (EDGE && p >= np) break;
-    store_result(yc, acc[p], stream);
+    for (int v = 0; v < NV; ++v) store_result(yc + v * VL, acc[p][v], stream);
     yc = next(yc, ostep * O);
   }
 }
@@ -626,10 +640,12 @@ void nhwc_block(const Geom& g, const std::vector<Tap>& taps, float* y_row, int64
 template <int L, int P, int CB>
 void nhwc_rows_block(const Geom& g, const float* x, const float* w, float* y, int64_t row0,
                      int64_t nrows, int64_t grp, int64_t m0, bool stream) {
-  using V = typename VecOf<L>::type;
+  using V = typename Chans<L>::V;
+  constexpr int VL = Chans<L>::VL, NV = Chans<L>::NV;
   const int64_t C = g.Cg * g.Gp, O = g.M * g.Gp, np = nrows * g.OW;
-  V acc[P];
-  for (int p = 0; p < P; ++p) acc[p] = V{};
+  V acc[P][NV];
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < NV; ++v) acc[p][v] = V{};
   const float* xr[P];  // per block row: the input row of the kernel row, or null
   const float* xp[P];  // per pixel: its input pixel (this group's channels) for the tap
   bool ok[P];
@@ -653,25 +669,28 @@ void nhwc_rows_block(const Geom& g, const float* x, const float* w, float* y, in
         if (!any) continue;
         const float* wt = wg + ((kd * g.KH + kh) * g.KW + kw) * g.Cg * g.M;
         for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
-          V wv[CB];
-          for (int c = 0; c < CB; ++c) wv[c] = loadv<V>(wt + (ci0 + c) * g.M);
+          V wv[CB][NV];
+          for (int c = 0; c < CB; ++c)
+            for (int v = 0; v < NV; ++v) wv[c][v] = loadv<V>(wt + (ci0 + c) * g.M + v * VL);
 #pragma GCC unroll 32
           for (int p = 0; p < P; ++p)
             if (ok[p]) {
               const float* xc = xp[p] + ci0;
 #pragma GCC unroll 16
-              for (int c = 0; c < CB; ++c) acc[p] += xc[c] * wv[c];
+              for (int c = 0; c < CB; ++c)
+                for (int v = 0; v < NV; ++v) acc[p][v] += xc[c] * wv[c][v];
             }
         }
       }
     }
   float* yc = y + row0 * g.OW * O + grp * g.M + m0;  // the rows' pixels are contiguous
-  for (int p = 0; p < std::min<int64_t>(P, np); ++p) store_result(yc + p * O, acc[p], stream);
+  for (int p = 0; p < std::min<int64_t>(P, np); ++p)
+    for (int v = 0; v < NV; ++v) store_result(yc + p * O + v * VL, acc[p][v], stream);
 }
 
 // Columns per channels-last forward block: P accumulators of L channels, CB kernel vectors
 // and a broadcast input value in the registers (AVX-512: 16 + 8 + 1 of 32; AVX2: 6 x 2 +
-// 1 x 2 + 1 or 6 + 8 + 1 of 16, the 6 x 16 block of a matmul's micro-kernel).
+// 2 x 2 + 1 or 6 + 8 + 1 of 16, about the 6 x 16 block of a matmul's micro-kernel).
 constexpr int kNhwcColumns = kRegs >= 32 ? 16 : 6;
 
 template <int L, int CB, typename Pool>
@@ -682,7 +701,7 @@ void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w,
   int64_t lo = 0, hi = 0;
   if (g.lw == 1) inside_columns(g, &lo, &hi);
   const int64_t rows = g.N * g.OD * g.OH;
-  const bool stream = rows * row_size * sizeof(float) > kStreamBytes &&
+  const bool stream = L == 16 && rows * row_size * sizeof(float) > kStreamBytes &&
                       reinterpret_cast<uintptr_t>(y) % 64 == 0;
   const int64_t per_group = g.M / L, vectors = g.Gp * per_group;
   // body(grp, m_lo, m_hi) for each group with output vectors (L channels of one group
@@ -767,9 +786,10 @@ void with_channel_step(int64_t Cg, const F& f) {
 }
 
 // Input channels per step in the channels-last forward (see kNhwcColumns): with 16
-// registers and 16 channels (two registers a vector) one.
+// registers and 16 channels (two registers a vector) two, one register short (measured
+// 1.1-1.9x faster than one step, NOTES.md section 17).
 template <int L>
-constexpr int kNhwcStep = kRegs >= 32 || L == 8 ? 8 : 1;
+constexpr int kNhwcStep = kRegs >= 32 || L == 8 ? 8 : 2;
 
 template <int L, typename Pool>
 void nhwc_forward_cb(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
@@ -780,14 +800,16 @@ void nhwc_forward_cb(Pool& pool, const Geom& g, const float* x, const float* w, 
 
 // acc[c] += x[c] * d over a span's columns: x and d (a vector of L cotangents) advance
 // xstep and dstep floats a column. Shared by both channels-last kernel gradients.
-template <typename V, int CB>
-__attribute__((always_inline)) inline void span_sums(V (&acc)[CB], const float* xc,
+template <int L, int CB, typename V = typename Chans<L>::V, int NV = Chans<L>::NV>
+__attribute__((always_inline)) inline void span_sums(V (&acc)[CB][NV], const float* xc,
                                                      const float* dc, int64_t count,
                                                      int64_t xstep, int64_t dstep) {
   for (int64_t k = 0; k < count; ++k) {
-    const V d = loadv<V>(dc);
+    V d[NV];
+    for (int v = 0; v < NV; ++v) d[v] = loadv<V>(dc + v * Chans<L>::VL);
 #pragma GCC unroll 16
-    for (int c = 0; c < CB; ++c) acc[c] += xc[c] * d;
+    for (int c = 0; c < CB; ++c)
+      for (int v = 0; v < NV; ++v) acc[c][v] += xc[c] * d[v];
     xc = next(xc, xstep);
     dc = next(dc, dstep);
   }
@@ -797,7 +819,8 @@ __attribute__((always_inline)) inline void span_sums(V (&acc)[CB], const float* 
 // positions of x[input position, grp * Cg + ci] * dy[position, grp * M + m].
 template <int L, int CB>
 void nhwc_kgrad_row(const Geom& g, const float* x, const float* dy, float* dw, int64_t row) {
-  using V = typename VecOf<L>::type;
+  using V = typename Chans<L>::V;
+  constexpr int VL = Chans<L>::VL, NV = Chans<L>::NV;
   const int64_t C = g.Cg * g.Gp, O = g.M * g.Gp;
   const float* dy_row = dy + row * g.OW * O;
   kernel_tap_spans(g, x, row, C, [&](const Span& sp) {
@@ -805,17 +828,20 @@ void nhwc_kgrad_row(const Geom& g, const float* x, const float* dy, float* dw, i
     for (int64_t grp = 0; grp < g.Gp; ++grp)
       for (int64_t m0 = 0; m0 < g.M; m0 += L)
         for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
-          V acc[CB];
-          for (int c = 0; c < CB; ++c) acc[c] = V{};
-          span_sums<V, CB>(acc, sp.x + grp * g.Cg + ci0, dy_row + sp.o0 * O + grp * g.M + m0,
+          V acc[CB][NV] = {};
+          span_sums<L, CB>(acc, sp.x + grp * g.Cg + ci0, dy_row + sp.o0 * O + grp * g.M + m0,
                            sp.count, sp.istep * C, sp.ostep * O);
           float* out = dw_tap + ci0 * O + grp * g.M + m0;
-          for (int c = 0; c < CB; ++c) storev(out + c * O, loadv<V>(out + c * O) + acc[c]);
+          for (int c = 0; c < CB; ++c)
+            for (int v = 0; v < NV; ++v) {
+              float* o = out + c * O + v * VL;
+              storev(o, loadv<V>(o) + acc[c][v]);
+            }
         }
   });
 }
 
-// The geometry attribute, checked for the layout: whole vectors of groups (Gp % 16) or
+// The geometry attribute, checked for the layout: whole vectors of groups (Gp % kLanes) or
 // of a group's output channels (channels last, M % 8).
 bool read_geom(ffi::Span<const int64_t> attr, Geom* g, bool channels_last) {
   if (attr.size() != kGeomSize) return false;
@@ -824,7 +850,7 @@ bool read_geom(ffi::Span<const int64_t> attr, Geom* g, bool channels_last) {
 }
 
 // Depthwise with a wide kernel (stride 1, no dilation, more than 7 columns: RepLKNet's
-// 31x31), one vector of 16 groups at a time. In the lanes layout a vector's kernel taps
+// 31x31), one vector of groups at a time. In the lanes layout a vector's kernel taps
 // and input pixels sit Gp floats apart (2 KB for 512 groups): all in two of L1's sets
 // and a few of L2's, so every tap's kernel vector came from L3. Here a task gathers its
 // vector's kernel (KD*KH*KW*16 floats) and, per image, its input (D*H*W*16 floats)
@@ -934,13 +960,15 @@ void run_forward(Pool& pool, const Geom& g, const float* xp, const float* wp, fl
   if (depthwise_wide_applies(g)) return depthwise_wide_columns(pool, g, xp, wp, yp);
   if (g.Cg * g.M == 1) {  // depthwise: several vectors of groups per block
     // the sliding blocks of widths 5 and 7 keep at most 2 vectors' kernels in registers
-    // (with 16 registers, one vector a block: two leave a 3x3 block 4 columns)
+    // (with 16 registers, two vectors, whole cache lines, only for 3 columns: 4-column
+    // blocks, measured 1.0-1.3x faster than one vector's 11 on MobileNetV2's layers)
     const bool narrow = g.KW != 5 && g.KW != 7;
     if constexpr (kRegs >= 32) {
       if (gvs % 4 == 0 && narrow) return depthwise_width<4>(pool, g, xp, wp, yp);
       if (gvs % 3 == 0 && narrow) return depthwise_width<3>(pool, g, xp, wp, yp);
       if (gvs % 2 == 0) return depthwise_width<2>(pool, g, xp, wp, yp);
     }
+    if (gvs % 2 == 0 && g.KW == 3) return depthwise_width<2>(pool, g, xp, wp, yp);
     depthwise_width<1>(pool, g, xp, wp, yp);
   } else if constexpr (kRegs >= 32) {  // blocks measured on ResNeXt's layers (NOTES.md section 13)
     if (g.M % 8 == 0) return forward_all<2, 8, 1>(pool, g, xp, wp, yp);
@@ -1128,7 +1156,8 @@ void run_forward_nhwc(Pool& pool, const Geom& g, const float* x, const float* w,
 template <int L, int CB>
 void nhwc_kgrad_tap(const Geom& g, const float* x, const float* dy, float* dw, int64_t tap,
                     int64_t v0, int64_t v1) {
-  using V = typename VecOf<L>::type;
+  using V = typename Chans<L>::V;
+  constexpr int VL = Chans<L>::VL, NV = Chans<L>::NV;
   const int64_t C = g.Cg * g.Gp, O = g.M * g.Gp;
   const int64_t kw = tap % g.KW, kh = (tap / g.KW) % g.KH, kd = tap / (g.KW * g.KH);
   const Span sp = column_span(g, kw);
@@ -1140,13 +1169,13 @@ void nhwc_kgrad_tap(const Geom& g, const float* x, const float* dy, float* dw, i
   for (int64_t v = v0; v < v1; ++v) {
     const int64_t grp = v * L / g.M, m0 = v * L % g.M;
     for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
-      V acc[CB];
-      for (int c = 0; c < CB; ++c) acc[c] = V{};
+      V acc[CB][NV] = {};
       for (const auto& [x_row, dy_row] : rows)
-        span_sums<V, CB>(acc, x_row + grp * g.Cg + ci0, dy_row + grp * g.M + m0, sp.count,
+        span_sums<L, CB>(acc, x_row + grp * g.Cg + ci0, dy_row + grp * g.M + m0, sp.count,
                          sp.istep * C, sp.ostep * O);
       float* out = dw_tap + ci0 * O + grp * g.M + m0;
-      for (int c = 0; c < CB; ++c) storev(out + c * O, acc[c]);
+      for (int c = 0; c < CB; ++c)
+        for (int v = 0; v < NV; ++v) storev(out + c * O + v * VL, acc[c][v]);
     }
   }
 }
