@@ -534,7 +534,9 @@ def _cpu_model() -> dict[str, Any]:
     except OSError:
         return {}
     fields = dict(
-        (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in text.splitlines()) if v
+        (k.strip(), v.strip())
+        for k, _, v in (line.partition(":") for line in text.splitlines())
+        if v
     )
     flags = set(fields.get("flags", "").split())
     isa = next((name for name in ("avx512f", "avx2", "avx", "sse2") if name in flags), None)

@@ -16,7 +16,7 @@ in two layouts:
   output channels of one group, each input value is broadcast to them, and the kernel
   is made group-major (a small transpose) so that a group's vectors are contiguous. No
   activation is transposed on the way in or out;
-* every other group shape (depthwise, 1-4 outputs per group): 16 groups in the 16 lanes
+* every other group shape (depthwise, 1-4 outputs per group): 16 groups (8 on AVX2) in the lanes
   of a vector, so every group does its own small product in its own lane: input
   ``(N, *spatial, C)`` as ``(N, *spatial, C/G, G)``, the kernel ``(*window, C/G, O)``
   as ``(*window, C/G, O/G, G)``, the output back from ``(N, *out, O/G, G)``, the groups
@@ -46,6 +46,10 @@ in two layouts:
 
 Derivatives: the same bilinear primitive as ``"taps"`` (any order, forward and reverse
 mode); the kernel gradient's own derivatives are taps' (exact, slower).
+
+The vector width and the register blocks follow the instruction set the compiler targets
+(``-march=native``): 16 floats and 32 registers with AVX-512, 8 floats and 16 registers
+otherwise (AVX2; other targets compile the same code through GCC's vector extensions).
 
 The library is compiled on first use with the system C++ compiler (``$CXX``, else
 ``c++``/``g++``/``clang++``; ``-O3 -march=native``), about 15 s, and cached under
