@@ -424,3 +424,33 @@ def test_automatic_choice_on_the_cpu_takes_it(case):
     # where it declines (bfloat16), the XLA rules choose
     other = spec.replace(lhs_dtype=np.dtype(jnp.bfloat16), rhs_dtype=np.dtype(jnp.bfloat16))
     assert dispatch.select(other).name != "cpu_direct"
+
+
+def test_vector_lanes_reports_the_compiled_width():
+    assert cpu_direct.vector_lanes() in (8, 16)
+
+
+@pytest.mark.parametrize("lanes", [8, 16])
+def test_wide_dense_layers_skip_it_on_8_float_vectors(monkeypatch, lanes):
+    monkeypatch.setattr(cpu_direct, "vector_lanes", lambda: lanes)
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def spec(cin, groups=1, window=(3, 3)):
+        return jaxconv.ConvSpec.create(
+            (1, 8, 8, cin),
+            (*window, cin // groups, 128),
+            1,
+            "SAME",
+            dimension_numbers=dn,
+            feature_group_count=groups,
+        )
+
+    wide = jaxconv.auto_order(spec(128), "cpu")
+    assert (wide[0] == "cpu_direct") == (lanes == 16)
+    if lanes == 8:  # the XLA rules: lax for 3x3, taps' gradients for 1x1
+        assert wide == ["xla"]
+        assert jaxconv.auto_order(spec(128, window=(1, 1)), "cpu")[0] == "xla_taps_grad"
+    # narrower dense layers and every grouped or depthwise one keep it on both
+    assert jaxconv.auto_order(spec(64), "cpu")[0] == "cpu_direct"
+    assert jaxconv.auto_order(spec(128, groups=128), "cpu")[0] == "cpu_direct"
+    assert jaxconv.auto_order(spec(512, groups=32), "cpu")[0] == "cpu_direct"

@@ -801,9 +801,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"jaxconv {m['jaxconv']}" + (f", torch {m['torch']}" if m.get("torch") else "") + "."
     )
     rates = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in m["matmul_gflops"].items())
+    lines += [f"Measured matmul rate (2048x2048, same run): {rates}.", ""]
+    if m.get("auto_rows_rederived"):
+        lines += [f"The `auto` rows: {m['auto_rows_rederived']}", ""]
     lines += [
-        f"Measured matmul rate (2048x2048, same run): {rates}.",
-        "",
         "Times are medians after warm-up; `x lax` / `x torch` are speedups "
         "(>1 is faster than the baseline); `peak` is the compiled program's "
         "memory analysis; `auto` is the implementation `implementation=None` "

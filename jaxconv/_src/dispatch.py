@@ -85,7 +85,9 @@ def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
       15): forward 11-433x lax's and forward+backward 31-567x on grouped and depthwise
       layers; 1.01-54x and 1.06-36x on dense and transposed ones (ResNet-50,
       U-Net/DCGAN/MelGAN, WaveNet, C3D, a dense 31x31); where it declines (other
-      dtypes, no compiler), the rules below;
+      dtypes, no compiler), the rules below. Built for 8-float vectors (AVX2, no
+      AVX-512), dense layers of >= 128 input channels skip it (the rules below: lax,
+      or taps' gradients for 1x1 and transposed layers; NOTES.md section 17);
     * a window of at least 121 taps (11x11 and up): ``fft`` (RepLKNet's 31x31: 16-47x
       lax), then ``xla`` (integer inputs, which fft does not take);
     * feature groups of at most 8 input channels each (depthwise, ResNeXt stages 1-2):
@@ -103,11 +105,29 @@ def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
     platform = platform or backend()
     if platform != "cpu":
         return ["xla"]
-    if spec.batch_group_count == 1:
+    if _cpu_direct_first(spec):
         # a C++ loop through XLA's FFI (float32; it declines other specs, and the
         # rules below then apply)
         return ["cpu_direct"] + _xla_order(spec)
     return _xla_order(spec)
+
+
+#: Dense layers with at least this many input channels skip ``cpu_direct`` where its
+#: vectors are 8 floats (AVX2): there its forward measured 0.61-0.84x lax's on ResNet-50's
+#: 128-512-channel 3x3 layers and C3D's conv5a (NOTES.md section 17).
+NARROW_VECTOR_DENSE_CHANNELS = 128
+
+
+def _cpu_direct_first(spec: ConvSpec) -> bool:
+    """Whether ``cpu_direct`` leads the CPU order: every spec without batch groups, but
+    wide dense layers only where the C++ loops have 16-float vectors (AVX-512)."""
+    if spec.batch_group_count != 1:
+        return False
+    if spec.feature_group_count == 1 and spec.rhs_in_features >= NARROW_VECTOR_DENSE_CHANNELS:
+        from jaxconv._src.impl import cpu_direct
+
+        return cpu_direct.vector_lanes() != 8
+    return True
 
 
 def _xla_order(spec: ConvSpec) -> list[str]:

@@ -1252,6 +1252,10 @@ inline auto Binding() {
       .Attr<ffi::Span<const int64_t>>("geom");
 }
 
+// Floats per vector of the compiled loops (16 with AVX-512, else 8): the automatic choice
+// asks (some layers are faster elsewhere on 8-float vectors).
+extern "C" int jaxconv_cpu_direct_lanes() { return kLanes; }
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxconvCpuDirectForward, Forward, Binding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxconvCpuDirectKernelGrad, KernelGrad, Binding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxconvCpuDirectForwardNhwc, ForwardNhwc, Binding());

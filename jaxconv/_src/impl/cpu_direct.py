@@ -185,6 +185,13 @@ def _build_lock(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def vector_lanes() -> int | None:
+    """Floats per vector of the compiled loops: 16 with AVX-512, 8 otherwise (AVX2 and
+    other targets); ``None`` where the library is unavailable."""
+    lib, _ = library()
+    return None if lib is None else int(lib.jaxconv_cpu_direct_lanes())
+
+
 def supports(spec: ConvSpec) -> str | None:
     if jax.default_backend() != "cpu":
         return f"runs on the CPU backend only (default backend: {jax.default_backend()})"
