@@ -35,14 +35,14 @@ def assert_matches_reference(spec: ConvSpec, impl: str, seed: int = 0):
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
-@settings(max_examples=100)
+@settings(max_examples=40)
 @given(spec=conv_specs())
 def test_random_configurations_float32(impl, spec):
     assert_matches_reference(spec, impl)
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
-@settings(max_examples=15)
+@settings(max_examples=8)
 @given(spec=conv_specs(ranks=(1, 2), dtype=np.float64))
 def test_random_configurations_float64_to_1e12(impl, spec, x64):
     x, w = random_operands(spec)

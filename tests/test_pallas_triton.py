@@ -206,7 +206,7 @@ def test_random_configurations(spec):
 
 
 @pytest.mark.slow
-@settings(max_examples=60)
+@settings(max_examples=25)
 @given(spec=conv_specs(dtypes=DTYPES))
 def test_random_configurations_slow(spec):
     check_against_reference(spec, seed=2)
@@ -336,7 +336,7 @@ def test_unsupported_specs_raise_with_reason(x64):
     assert "4 spatial" in pt.supports(spec4d)
 
 
-@settings(max_examples=200)
+@settings(max_examples=60)
 @given(spec=conv_specs(dtypes=DTYPES))
 def test_block_shapes_fit_the_triton_lowering(spec):
     """Every tile is a power of two; matrix-unit tiles are at least 16 on each side."""
