@@ -112,6 +112,23 @@ inline void stream_fence() {
 #endif
 }
 
+template <typename V>
+inline V loadv(const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+template <typename V>
+inline void storev(float* p, V v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+// A block's result vector, with a streaming store where `stream` is set.
+template <typename V>
+inline void store_result(float* p, V v, bool stream) {
+  if (stream) return stream_store(p, v);
+  storev(p, v);
+}
+
 // p + step, computed here: the compiler then addresses a block's vectors from one
 // pointer per input row with constant offsets, instead of holding (and spilling) a
 // separately computed address for every column of the block.
@@ -297,12 +314,7 @@ void depthwise_slide(const Geom& g, const std::vector<Tap>& taps, float* y0, int
   float* yc = y0 + lane0;
   for (int p = 0; p < P; ++p) {
     if (EDGE && p >= np) break;
-    for (int b = 0; b < GB; ++b) {
-      if (stream)
-        stream_store(yc + b * kLanes, acc[p][b]);
-      else
-        store(yc + b * kLanes, acc[p][b]);
-    }
+    for (int b = 0; b < GB; ++b) store_result(yc + b * kLanes, acc[p][b], stream);
     yc = next(yc, ystep);
   }
 }
@@ -562,22 +574,6 @@ struct Chans {
   typedef typename VecOf<VL>::type V;
 };
 
-template <typename V>
-inline V loadv(const float* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(V));
-  return v;
-}
-template <typename V>
-inline void storev(float* p, V v) {
-  std::memcpy(p, &v, sizeof(V));
-}
-// A block's result vector, with a streaming store where `stream` is set.
-template <typename V>
-inline void store_result(float* p, V v, bool stream) {
-  if (stream) return stream_store(p, v);
-  storev(p, v);
-}
 
 // P output columns ow0, ow0 + ostep, ... x L output channels of group `grp` (from m0),
 // input channels CB at a time with their kernel vectors in registers; the first `np`
