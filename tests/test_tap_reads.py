@@ -56,10 +56,13 @@ def test_axis_reads_match_brute_force_exhaustively():
     assert checked > 10_000
 
 
-def test_regions_tile_the_output_and_read_the_padded_input():
-    """Every region's taps see exactly what the same taps see in the padded input."""
+@pytest.mark.parametrize("split_bytes", [0, W.SPLIT_REGIONS_BYTES], ids=["split", "one-box"])
+def test_regions_tile_the_output_and_read_the_padded_input(split_bytes, monkeypatch):
+    """Every region's taps see exactly what the same taps see in the padded input, with
+    the output split into border and interior boxes and as one padded box."""
+    monkeypatch.setattr(W, "SPLIT_REGIONS_BYTES", split_bytes)
     rng = np.random.default_rng(1)
-    checked = 0
+    checked = most = 0
     for n, k, stride, rhs_dil in itertools.product(range(1, 7), range(1, 4), range(1, 4), (1, 2)):
         for lo, hi in itertools.product(range(-1, 4), repeat=2):
             span = (k - 1) * rhs_dil + 1
@@ -72,7 +75,10 @@ def test_regions_tile_the_output_and_read_the_padded_input():
             xp = np.pad(x, ((0, 0), (max(lo, 0), max(hi, 0)), (0, 0)))
             xp = xp[:, max(-lo, 0) : xp.shape[1] - max(-hi, 0)]
             covered = []
-            for region in W.regions(spec):
+            boxes = W.regions(spec)
+            assert len(boxes) == 1 or not split_bytes
+            most = max(most, len(boxes))
+            for region in boxes:
                 (s0,), (size,) = region.out_start, region.out_size
                 covered.extend(range(s0, s0 + size))
                 for _tap, (off,) in W.tap_starts(spec):
@@ -85,6 +91,7 @@ def test_regions_tile_the_output_and_read_the_padded_input():
                     checked += 1
             assert covered == list(range(spec.out_spatial[0]))
     assert checked > 1000
+    assert most == (1 if split_bytes else 3)  # low border, interior, high border
 
 
 def test_tap_reads_skip_taps_that_read_only_padding():
@@ -110,7 +117,11 @@ def test_tap_reads_skip_taps_that_read_only_padding():
         ((2, 3, 1), (2, 3, 1), (2,), [(1, 1)], (1,)),  # every tap reads only padding
     ],
 )
-def test_taps_agrees_with_lax_where_taps_read_padding(shape, window, strides, padding, lhs_dil):
+@pytest.mark.parametrize("split_bytes", [0, W.SPLIT_REGIONS_BYTES], ids=["split", "one-box"])
+def test_taps_agrees_with_lax_where_taps_read_padding(
+    shape, window, strides, padding, lhs_dil, split_bytes, monkeypatch
+):
+    monkeypatch.setattr(W, "SPLIT_REGIONS_BYTES", split_bytes)
     rng = np.random.default_rng(0)
     groups = shape[1] // window[1]
     x = jnp.asarray(rng.standard_normal(shape), jnp.float32)

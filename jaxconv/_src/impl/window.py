@@ -238,10 +238,18 @@ def _axis_ranges(n, out, stride, lo, span):
     return [(s, e) for s, e in ((0, a), (a, b), (b, out)) if e > s]
 
 
+#: Inputs of at most this many bytes are read as one padded box: their padded copy is
+#: cheap, and splitting into up to ``3**n`` boxes multiplies the program's size (and its
+#: compile time) by as much.
+SPLIT_REGIONS_BYTES = 1 << 20
+
+
 def regions(spec: ConvSpec) -> list[Region]:
-    """The output boxes of :class:`Region` (specs without input dilation only)."""
+    """The output boxes of :class:`Region` (specs without input dilation only): one box,
+    the whole padded input, for inputs of at most ``SPLIT_REGIONS_BYTES``."""
     if any(d != 1 for d in spec.lhs_dilation):
         raise ValueError("regions() takes specs without input dilation")
+    split = math.prod(spec.lhs_shape) * np.dtype(spec.lhs_dtype).itemsize > SPLIT_REGIONS_BYTES
     per_axis = []
     for n, out, st, (lo, _hi), k, d in zip(
         spec.lhs_spatial,
@@ -253,7 +261,7 @@ def regions(spec: ConvSpec) -> list[Region]:
     ):
         span = (k - 1) * d + 1
         boxes = []
-        for s, e in _axis_ranges(n, out, st, lo, span):
+        for s, e in _axis_ranges(n, out, st, lo, span) if split else [(0, out)]:
             first = s * st - lo  # input index read by the first tap of output s
             last = (e - 1) * st + span - 1 - lo  # read by the last tap of output e - 1
             i0, i1 = max(0, first), min(n, last + 1)
