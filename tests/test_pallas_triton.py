@@ -550,6 +550,7 @@ def test_gpu_check_script_dry_run(tmp_path):
     assert "| unet_transposed |" in (tmp_path / "gpu_check_dryrun.md").read_text()
 
 
+@pytest.mark.slow  # 35 s on 2 cores; the GPU check script's dry run above stays in the suite
 def test_gpu_variants_script_dry_run(tmp_path):
     """``benchmarks/gpu_variants.py --dry-run`` times one variant against lax on the tiny
     grouped and depthwise layers (interpret mode here), checks each forward, and writes

@@ -56,11 +56,24 @@ def test_axis_reads_match_brute_force_exhaustively():
     assert checked > 10_000
 
 
-@pytest.mark.parametrize("split_bytes", [0, W.SPLIT_REGIONS_BYTES], ids=["split", "one-box"])
-def test_regions_tile_the_output_and_read_the_padded_input(split_bytes, monkeypatch):
-    """Every region's taps see exactly what the same taps see in the padded input, with
-    the output split into border and interior boxes and as one padded box."""
-    monkeypatch.setattr(W, "SPLIT_REGIONS_BYTES", split_bytes)
+@pytest.fixture
+def split_regions(monkeypatch):
+    """Split every output into its border and interior boxes, as for large inputs (the
+    small inputs of these tests would otherwise be read as one padded box)."""
+    monkeypatch.setattr(W, "SPLIT_REGIONS_BYTES", 0)
+
+
+def test_one_padded_box_for_small_inputs():
+    spec = ConvSpec.create((2, 3, 6), (1, 3, 3), (1,), [(1, 2)])
+    (box,) = W.regions(spec)
+    assert (box.out_start, box.out_size, box.in_start, box.in_stop) == ((0,), (7,), (0,), (6,))
+    assert box.pad == ((1, 2),)
+    big = ConvSpec.create((2, 3, W.SPLIT_REGIONS_BYTES), (1, 3, 3), (1,), [(1, 2)])
+    assert [r.out_size for r in W.regions(big)] == [(1,), (W.SPLIT_REGIONS_BYTES - 2,), (2,)]
+
+
+def test_regions_tile_the_output_and_read_the_padded_input(split_regions):
+    """Every region's taps see exactly what the same taps see in the padded input."""
     rng = np.random.default_rng(1)
     checked = most = 0
     for n, k, stride, rhs_dil in itertools.product(range(1, 7), range(1, 4), range(1, 4), (1, 2)):
@@ -76,7 +89,6 @@ def test_regions_tile_the_output_and_read_the_padded_input(split_bytes, monkeypa
             xp = xp[:, max(-lo, 0) : xp.shape[1] - max(-hi, 0)]
             covered = []
             boxes = W.regions(spec)
-            assert len(boxes) == 1 or not split_bytes
             most = max(most, len(boxes))
             for region in boxes:
                 (s0,), (size,) = region.out_start, region.out_size
@@ -91,7 +103,7 @@ def test_regions_tile_the_output_and_read_the_padded_input(split_bytes, monkeypa
                     checked += 1
             assert covered == list(range(spec.out_spatial[0]))
     assert checked > 1000
-    assert most == (1 if split_bytes else 3)  # low border, interior, high border
+    assert most == 3  # low border, interior, high border
 
 
 def test_tap_reads_skip_taps_that_read_only_padding():
@@ -117,11 +129,9 @@ def test_tap_reads_skip_taps_that_read_only_padding():
         ((2, 3, 1), (2, 3, 1), (2,), [(1, 1)], (1,)),  # every tap reads only padding
     ],
 )
-@pytest.mark.parametrize("split_bytes", [0, W.SPLIT_REGIONS_BYTES], ids=["split", "one-box"])
 def test_taps_agrees_with_lax_where_taps_read_padding(
-    shape, window, strides, padding, lhs_dil, split_bytes, monkeypatch
+    shape, window, strides, padding, lhs_dil, split_regions
 ):
-    monkeypatch.setattr(W, "SPLIT_REGIONS_BYTES", split_bytes)
     rng = np.random.default_rng(0)
     groups = shape[1] // window[1]
     x = jnp.asarray(rng.standard_normal(shape), jnp.float32)

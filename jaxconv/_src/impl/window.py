@@ -215,7 +215,10 @@ class Region(NamedTuple):
     of the unpadded input, which XLA fuses into one vectorised loop. (Materialising the
     padded input costs a full copy: 14 of the 15.5 ms of MobileNetV2's 112x112x96
     stride-2 layer. Fusing one pad per tap into the loop instead costs a select per tap
-    and element: 3.4x slower at 7x7. See ``benchmarks/NOTES.md``.)
+    and element: 3.4x slower at 7x7. See ``benchmarks/NOTES.md``.) Inputs of at most
+    ``SPLIT_REGIONS_BYTES`` are one box, the whole padded input: there the copy is cheap
+    and the split would only multiply the program (a 13x13 window: 9 boxes of 169 taps,
+    10.6 s to lower and compile instead of 1.1 s).
     """
 
     out_start: tuple[int, ...]
