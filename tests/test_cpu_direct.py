@@ -124,6 +124,8 @@ CASES = {
         None,
     ),
     "depthwise_3x3_wide_row": ((1, 4, 40, 16), (3, 3, 1, 16), (1, 1), "SAME", 16, None, None),
+    # every block for several runs of vectors (the general block: kernel dilation)
+    "depthwise_dilated_48": ((1, 7, 9, 48), (3, 3, 1, 48), (1, 1), "SAME", 48, (2, 2), None),
     # input gradient: phases of every width 1-4, and a phase reading only inserted zeros
     "depthwise_1x1_s2": ((1, 5, 7, 16), (1, 1, 1, 16), (2, 2), "VALID", 16, None, None),
     # channels-last loop (8k outputs per group): 8- and 16-lane vectors, 1-16
