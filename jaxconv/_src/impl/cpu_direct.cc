@@ -409,15 +409,17 @@ inline void inside_columns(const Geom& g, int64_t* lo, int64_t* hi) {
   if (*hi < *lo) *hi = *lo;
 }
 
-// Depthwise rows are computed a block of output columns at a time for every vector of
-// groups (`chunks` runs of GB vectors) before the next columns: the input is then read
-// in memory order, each pixel's cache lines together (a run of vectors at a time, each
-// pass would stream a pixel's next line, at a stride of a whole pixel). Ahead of each
-// block, the input it will need next is prefetched (the loop waits on memory, not on
-// arithmetic: 7x the multiply-adds' time on MobileNetV2's 28x28 3x3 layer without): input
-// columns [q0, q1), every vector of each pixel, of each kernel row's input row, `ahead`
-// floats further on, into L1 (LOCALITY 3) or L2 (2). (Measured on the Zen 3, NOTES.md
-// section 18: with both, the 56x56x144 forward 2.3x faster.)
+// Depthwise rows by sliding blocks (and the phases of input-dilated rows) run a block of
+// output columns for every vector of groups (`chunks` runs of GB vectors) before the next
+// columns, so that the input is read in memory order: one run of vectors across the whole
+// row would read one cache line per pixel, a pixel apart. The loop waits on memory, not
+// on arithmetic (on MobileNetV2's 28x28 3x3 layer, 7x the multiply-adds' time), so the
+// input the next block adds is prefetched as well. (Measured on the Zen 3, NOTES.md
+// section 18: the 56x56x144 forward 7.5 -> 1.9-2.5 ms in one process with warm caches,
+// 7.6 -> 5.4 ms in the benchmark run.)
+
+// Prefetches input columns [q0, q1), every vector of each pixel, of each kernel row's
+// input row, `ahead` floats further on, into L1 (LOCALITY 3) or L2 (2).
 template <int LOCALITY>
 inline void prefetch_columns(const Geom& g, const std::vector<Tap>& taps, int64_t q0, int64_t q1,
                              int64_t ahead) {
@@ -425,6 +427,23 @@ inline void prefetch_columns(const Geom& g, const std::vector<Tap>& taps, int64_
     for (int64_t q = std::max<int64_t>(q0, 0); q < std::min<int64_t>(q1, g.W); ++q)
       for (int64_t l = 0; l < g.Gp; l += 64 / sizeof(float))
         __builtin_prefetch(taps[t].x + ahead + q * g.Gp + l, 0, LOCALITY);
+}
+
+// One block of P output columns (from y0, ystep floats apart; input columns from
+// `first`, S apart) for every run of vectors, the first `np` columns stored; `inside`:
+// no column reads outside the input row. The columns the next block adds are prefetched.
+template <int P, int GB, int KW, int S>
+void slide_chunks(const Geom& g, const std::vector<Tap>& taps, float* y0, int64_t ystep,
+                  int64_t first, int64_t kw0, int64_t kwstep, int64_t chunks, int64_t np,
+                  bool inside, bool stream) {
+  const int64_t next = first + (P - 1) * S + KW;
+  prefetch_columns<3>(g, taps, next, next + P * S, 0);
+  for (int64_t c = 0; c < chunks; ++c) {
+    if (inside)
+      depthwise_slide<P, GB, KW, S, false>(g, taps, y0, ystep, first, kw0, kwstep, c * GB, P, stream);
+    else
+      depthwise_slide<P, GB, KW, S, true>(g, taps, y0, ystep, first, kw0, kwstep, c * GB, np, stream);
+  }
 }
 
 // One phase of an input-dilated depthwise row (stride 1, no kernel dilation): outputs
@@ -438,14 +457,9 @@ void depthwise_phase(const Geom& g, const std::vector<Tap>& taps, float* y_row, 
   const int64_t count = (g.OW - r + g.lw - 1) / g.lw;
   for (int64_t j0 = 0; j0 < count; j0 += P) {
     const int64_t np = std::min<int64_t>(P, count - j0), in0 = first + j0;
-    float* y0 = y_row + (r + j0 * g.lw) * g.Gp;
-    prefetch_columns<3>(g, taps, in0 + P + KW - 1, in0 + 2 * P + KW - 1, 0);
-    for (int64_t c = 0; c < chunks; ++c) {
-      if (np == P && in0 >= 0 && in0 + P - 1 + KW - 1 < g.W)
-        depthwise_slide<P, GB, KW, 1, false>(g, taps, y0, g.lw * g.Gp, in0, kw0, g.lw, c * GB, P, stream);
-      else
-        depthwise_slide<P, GB, KW, 1, true>(g, taps, y0, g.lw * g.Gp, in0, kw0, g.lw, c * GB, np, stream);
-    }
+    const bool inside = np == P && in0 >= 0 && in0 + P - 1 + KW - 1 < g.W;
+    slide_chunks<P, GB, KW, 1>(g, taps, y_row + (r + j0 * g.lw) * g.Gp, g.lw * g.Gp, in0, kw0,
+                               g.lw, chunks, np, inside, stream);
   }
 }
 
@@ -492,17 +506,10 @@ void depthwise_row(const Geom& g, const std::vector<Tap>& taps, const float* zer
   inside_columns(g, &lo, &hi);
   for (int64_t ow = 0; ow < g.OW; ow += P) {
     const int64_t np = std::min<int64_t>(P, g.OW - ow), first = ow * S - g.pw;
-    float* y0 = y_row + ow * g.Gp;
-    // the columns the next block adds, and this block's columns in the next output row
-    const int64_t next = first + (P - 1) * S + K;
-    prefetch_columns<3>(g, taps, next, next + P * S, 0);
+    // this block's columns of the next output row's input rows, into L2
     prefetch_columns<2>(g, taps, first, first + P * S, g.sh * g.W * g.Gp);
-    for (int64_t c = 0; c < chunks; ++c) {
-      if (ow >= lo && ow + P <= hi)
-        depthwise_slide<P, GB, K, S, false>(g, taps, y0, g.Gp, first, 0, 1, c * GB, P, stream);
-      else
-        depthwise_slide<P, GB, K, S, true>(g, taps, y0, g.Gp, first, 0, 1, c * GB, np, stream);
-    }
+    slide_chunks<P, GB, K, S>(g, taps, y_row + ow * g.Gp, g.Gp, first, 0, 1, chunks, np,
+                              ow >= lo && ow + P <= hi, stream);
   }
 }
 
