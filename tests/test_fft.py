@@ -48,7 +48,7 @@ def test_random_configurations_float32(spec):
 
 
 @pytest.mark.slow
-@settings(max_examples=60)
+@settings(max_examples=200)
 @given(spec=conv_specs())
 def test_random_configurations_float32_sweep(spec):
     _check_float32(spec)

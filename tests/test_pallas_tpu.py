@@ -398,7 +398,7 @@ def test_registered_for_dispatch():
 
 
 @pytest.mark.slow
-@settings(max_examples=15)
+@settings(max_examples=40)
 @given(spec=conv_specs())
 def test_forward_random_slow(spec):
     with K.tpu_interpret_mode():
@@ -408,7 +408,7 @@ def test_forward_random_slow(spec):
 
 
 @pytest.mark.slow
-@settings(max_examples=10)
+@settings(max_examples=25)
 @given(spec=conv_specs())
 def test_gradients_random_slow(spec):
     with K.tpu_interpret_mode(), tap_shifts_only():

@@ -206,7 +206,7 @@ def test_random_configurations(spec):
 
 
 @pytest.mark.slow
-@settings(max_examples=25)
+@settings(max_examples=60)
 @given(spec=conv_specs(dtypes=DTYPES))
 def test_random_configurations_slow(spec):
     check_against_reference(spec, seed=2)

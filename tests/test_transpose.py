@@ -278,7 +278,7 @@ def test_equals_input_gradient_of_forward_conv(case, impl):
 
 
 @pytest.mark.slow
-@settings(max_examples=20)
+@settings(max_examples=40)
 @given(
     n=st.integers(1, 2),
     size=st.integers(3, 8),
