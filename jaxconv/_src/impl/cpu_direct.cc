@@ -413,32 +413,45 @@ inline void inside_columns(const Geom& g, int64_t* lo, int64_t* hi) {
 // output columns for every vector of groups (`chunks` runs of GB vectors) before the next
 // columns, so that the input is read in memory order: one run of vectors across the whole
 // row would read one cache line per pixel, a pixel apart. The loop waits on memory, not
-// on arithmetic (on MobileNetV2's 28x28 3x3 layer, 7x the multiply-adds' time), so the
-// input the next block adds is prefetched as well. (Measured on the Zen 3, NOTES.md
-// section 18: the 56x56x144 forward 7.5 -> 1.9-2.5 ms in one process with warm caches,
-// 7.6 -> 5.4 ms in the benchmark run.)
+// on arithmetic (on MobileNetV2's 28x28 3x3 layer, 7x the multiply-adds' time), so while
+// a row is computed, the input rows that the next output row adds (`fresh_rows`) are
+// prefetched into L2, a few lines before each run of vectors: each block's own columns
+// of them. Prefetches issued all at once (every line of a block's columns before its
+// first run, 100-300 of them) gained nothing. (Measured on the Zen 3 in one process with
+// warm caches, NOTES.md section 19: MobileNetV2's 56x56x144 forward 2.9-4.2 -> 1.4-2.2
+// ms, its 112x112x96 stride-2 one 5.6-6.7 -> 3.8-4.7.)
 
-// Prefetches input columns [q0, q1), every vector of each pixel, of each kernel row's
-// input row, `ahead` floats further on, into L1 (LOCALITY 3) or L2 (2).
-template <int LOCALITY>
-inline void prefetch_columns(const Geom& g, const std::vector<Tap>& taps, int64_t q0, int64_t q1,
-                             int64_t ahead) {
-  for (size_t t = 0; t < taps.size(); t += g.KW)  // kw = 0 of each kernel row
-    for (int64_t q = std::max<int64_t>(q0, 0); q < std::min<int64_t>(q1, g.W); ++q)
-      for (int64_t l = 0; l < g.Gp; l += 64 / sizeof(float))
-        __builtin_prefetch(taps[t].x + ahead + q * g.Gp + l, 0, LOCALITY);
+// The input rows that output row `row + 1` reads and `row` does not (`taps`: row's),
+// for depthwise inputs (Gp floats a pixel).
+void fresh_rows(const Geom& g, const float* x, int64_t row, const std::vector<Tap>& taps,
+                std::vector<const float*>* rows) {
+  rows->clear();
+  if (row + 1 >= g.N * g.OD * g.OH) return;
+  for (int64_t kd = 0; kd < g.KD; ++kd)
+    for (int64_t kh = 0; kh < g.KH; ++kh) {
+      const float* r = input_row(g, x, row + 1, kd, kh, g.Gp);
+      bool read = r == nullptr;
+      for (size_t t = 0; t < taps.size() && !read; t += g.KW) read = taps[t].x == r;
+      if (!read && std::find(rows->begin(), rows->end(), r) == rows->end()) rows->push_back(r);
+    }
 }
 
 // One block of P output columns (from y0, ystep floats apart; input columns from
 // `first`, S apart) for every run of vectors, the first `np` columns stored; `inside`:
-// no column reads outside the input row. The columns the next block adds are prefetched.
+// no column reads outside the input row. Before each run, its lines of input columns
+// [first, first + P * S) of the `fresh` rows go to L2.
 template <int P, int GB, int KW, int S>
-void slide_chunks(const Geom& g, const std::vector<Tap>& taps, float* y0, int64_t ystep,
+void slide_chunks(const Geom& g, const std::vector<Tap>& taps,
+                  const std::vector<const float*>& fresh, float* y0, int64_t ystep,
                   int64_t first, int64_t kw0, int64_t kwstep, int64_t chunks, int64_t np,
                   bool inside, bool stream) {
-  const int64_t next = first + (P - 1) * S + KW;
-  prefetch_columns<3>(g, taps, next, next + P * S, 0);
+  constexpr int64_t kLine = 64 / sizeof(float), kRun = GB * kLanes;
+  const int64_t q0 = std::max<int64_t>(first, 0), q1 = std::min<int64_t>(first + P * S, g.W);
   for (int64_t c = 0; c < chunks; ++c) {
+    for (const float* r : fresh)  // each line once: the runs of half a line skip every other
+      for (int64_t q = q0; q < q1; ++q)
+        for (int64_t l = (c * kRun + kLine - 1) / kLine * kLine; l < (c + 1) * kRun; l += kLine)
+          __builtin_prefetch(r + q * g.Gp + l, 0, 2);
     if (inside)
       depthwise_slide<P, GB, KW, S, false>(g, taps, y0, ystep, first, kw0, kwstep, c * GB, P, stream);
     else
@@ -458,8 +471,8 @@ void depthwise_phase(const Geom& g, const std::vector<Tap>& taps, float* y_row, 
   for (int64_t j0 = 0; j0 < count; j0 += P) {
     const int64_t np = std::min<int64_t>(P, count - j0), in0 = first + j0;
     const bool inside = np == P && in0 >= 0 && in0 + P - 1 + KW - 1 < g.W;
-    slide_chunks<P, GB, KW, 1>(g, taps, y_row + (r + j0 * g.lw) * g.Gp, g.lw * g.Gp, in0, kw0,
-                               g.lw, chunks, np, inside, stream);
+    slide_chunks<P, GB, KW, 1>(g, taps, {}, y_row + (r + j0 * g.lw) * g.Gp, g.lw * g.Gp, in0,
+                               kw0, g.lw, chunks, np, inside, stream);
   }
 }
 
@@ -489,7 +502,8 @@ void depthwise_phases(const Geom& g, const std::vector<Tap>& taps, float* y_row,
 // KW < 0, the phases of an input-dilated row. Otherwise (KW == 0: kernel dilation, other
 // widths or strides) every column takes the general block, P at a time.
 template <int P, int GB, int KW, int S>
-void depthwise_row(const Geom& g, const std::vector<Tap>& taps, const float* zeros, float* y_row,
+void depthwise_row(const Geom& g, const std::vector<Tap>& taps,
+                   const std::vector<const float*>& fresh, const float* zeros, float* y_row,
                    int64_t chunks, bool stream) {
   if (taps.empty()) {
     std::fill(y_row, y_row + g.OW * g.Gp, 0.0f);
@@ -506,9 +520,7 @@ void depthwise_row(const Geom& g, const std::vector<Tap>& taps, const float* zer
   inside_columns(g, &lo, &hi);
   for (int64_t ow = 0; ow < g.OW; ow += P) {
     const int64_t np = std::min<int64_t>(P, g.OW - ow), first = ow * S - g.pw;
-    // this block's columns of the next output row's input rows, into L2
-    prefetch_columns<2>(g, taps, first, first + P * S, g.sh * g.W * g.Gp);
-    slide_chunks<P, GB, K, S>(g, taps, y_row + ow * g.Gp, g.Gp, first, 0, 1, chunks, np,
+    slide_chunks<P, GB, K, S>(g, taps, fresh, y_row + ow * g.Gp, g.Gp, first, 0, 1, chunks, np,
                               ow >= lo && ow + P <= hi, stream);
   }
 }
@@ -524,8 +536,10 @@ void depthwise_all(Pool& pool, const Geom& g, const float* x, const float* w, fl
                       reinterpret_cast<uintptr_t>(y) % 64 == 0;
   parallel_rows(pool, rows, [&](int64_t row) {
     std::vector<Tap> taps;
+    std::vector<const float*> fresh;
     row_taps(g, x, w, row, &taps, g.Cg * g.M * g.Gp);
-    depthwise_row<P, GB, KW, S>(g, taps, zeros.data(), y + row * row_size, chunks, stream);
+    if (KW > 0) fresh_rows(g, x, row, taps, &fresh);
+    depthwise_row<P, GB, KW, S>(g, taps, fresh, zeros.data(), y + row * row_size, chunks, stream);
     if (stream) stream_fence();
   });
 }
