@@ -60,6 +60,10 @@ constexpr int kRegs = 16;
 constexpr int64_t kStreamBytes = 8 << 20;
 // Channels-last kernel gradients larger than this split over the result, not the rows.
 constexpr int64_t kSplitResultBytes = 512 << 10;
+// The channels-last kernel gradient's rows go in tiles of columns of about this many
+// bytes of input and cotangent (measured on WaveNet's 16000-column rows, NOTES.md
+// section 19: 125 -> 82-84 ms forward+backward with 32-512-column tiles).
+constexpr int64_t kKgradTileBytes = 64 << 10;
 // Channels-last forwards with kernels larger than this (beyond what the L3 cache keeps
 // for every row to re-read) split over runs of output channels as well as rows. With 16
 // registers a block has 6 columns, not 16, and re-reads the kernel 2.7x as often: there
@@ -866,21 +870,30 @@ void nhwc_kgrad_row(const Geom& g, const float* x, const float* dy, float* dw, i
   constexpr int VL = Chans<L>::VL, NV = Chans<L>::NV;
   const int64_t C = g.Cg * g.Gp, O = g.M * g.Gp;
   const float* dy_row = dy + row * g.OW * O;
+  // the span in tiles of columns that stay in L2 while every block sums over them (a
+  // WaveNet row, 16000 columns of 64 + 64 channels, is 8 MB: untiled, each of its 64
+  // blocks read the whole row from memory)
+  const int64_t tile = std::max<int64_t>(32, kKgradTileBytes / ((C + O) * sizeof(float)));
   kernel_tap_spans(g, x, row, C, [&](const Span& sp) {
     float* dw_tap = dw + sp.tap * g.Cg * O;
-    for (int64_t grp = 0; grp < g.Gp; ++grp)
-      for (int64_t m0 = 0; m0 < g.M; m0 += L)
-        for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
-          V acc[CB][NV] = {};
-          span_sums<L, CB>(acc, sp.x + grp * g.Cg + ci0, dy_row + sp.o0 * O + grp * g.M + m0,
-                           sp.count, sp.istep * C, sp.ostep * O);
-          float* out = dw_tap + ci0 * O + grp * g.M + m0;
-          for (int c = 0; c < CB; ++c)
-            for (int v = 0; v < NV; ++v) {
-              float* o = out + c * O + v * VL;
-              storev(o, loadv<V>(o) + acc[c][v]);
-            }
-        }
+    for (int64_t k0 = 0; k0 < sp.count; k0 += tile) {
+      const float* x0 = sp.x + k0 * sp.istep * C;
+      const float* d0 = dy_row + (sp.o0 + k0 * sp.ostep) * O;
+      const int64_t count = std::min(tile, sp.count - k0);
+      for (int64_t grp = 0; grp < g.Gp; ++grp)
+        for (int64_t m0 = 0; m0 < g.M; m0 += L)
+          for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
+            V acc[CB][NV] = {};
+            span_sums<L, CB>(acc, x0 + grp * g.Cg + ci0, d0 + grp * g.M + m0, count,
+                             sp.istep * C, sp.ostep * O);
+            float* out = dw_tap + ci0 * O + grp * g.M + m0;
+            for (int c = 0; c < CB; ++c)
+              for (int v = 0; v < NV; ++v) {
+                float* o = out + c * O + v * VL;
+                storev(o, loadv<V>(o) + acc[c][v]);
+              }
+          }
+    }
   });
 }
 
