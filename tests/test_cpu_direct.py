@@ -166,6 +166,8 @@ CASES = {
         (2, 2),
     ),
     "dense_transposed_1d_k8_s4": ((2, 9, 16), (8, 16, 8), (1,), ((5, 5),), 1, None, (4,)),
+    # a row longer than the kernel gradient's tile of columns (64 here), strided, dilated
+    "dense_1d_row_tiles": ((1, 600, 128), (2, 128, 128), (2,), ((3, 0),), 1, (3,), None),
     # input dilation with strides: 3 phases 2 input columns apart, 2 phases 3 apart
     "dense_input_dilated_strided": (
         (1, 7, 8, 8),
