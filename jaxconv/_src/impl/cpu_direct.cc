@@ -57,7 +57,11 @@ constexpr int kRegs = 32;
 constexpr int kLanes = 8;
 constexpr int kRegs = 16;
 #endif
-constexpr int64_t kStreamBytes = 8 << 20;
+// Outputs larger than this go to memory with streaming stores (whole lines: no read of
+// each line before it is written). 8 MB until NOTES.md section 19: on the Zen 3,
+// MobileNetV2's 28x28x192 depthwise output (4.8 MB) 0.92 -> 0.56 ms forward with warm
+// caches, 1.75 -> 1.21 with cold ones; 2-4 MB outputs gained nothing.
+constexpr int64_t kStreamBytes = 4 << 20;
 // Channels-last kernel gradients larger than this split over the result, not the rows.
 constexpr int64_t kSplitResultBytes = 512 << 10;
 // The channels-last kernel gradient's rows go in tiles of columns of about this many
