@@ -239,6 +239,28 @@ def test_forward_and_gradients_match_lax(case):
         close(a, b)
 
 
+def test_outputs_advised_for_huge_pages_are_computed_whole():
+    # 8 MB output and input gradient: their 2 MB-aligned interiors are advised for
+    # transparent huge pages before the loops write them (outputs from 4 MB)
+    spec = ConvSpec.create(
+        (1, 64, 64, 512),
+        (3, 3, 1, 512),
+        (1, 1),
+        "SAME",
+        dimension_numbers=default_dimension_numbers(2),
+        feature_group_count=512,
+    )
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(spec.lhs_shape), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(spec.rhs_shape), jnp.float32)
+    ref = lambda x: lax.conv_general_dilated(x, w, **spec.lax_kwargs())
+    y, vjp = jax.vjp(lambda x: cpu_direct.conv(x, w, spec), x)
+    y_ref, vjp_ref = jax.vjp(ref, x)
+    assert y.size * 4 == 8 << 20
+    close(y, y_ref)
+    close(vjp(y)[0], vjp_ref(y_ref)[0])
+
+
 @pytest.mark.parametrize(
     "case, layouts",
     [
