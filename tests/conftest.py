@@ -1,4 +1,4 @@
-"""Shared test settings: hypothesis profiles, the x64 fixture."""
+"""Shared test settings: hypothesis profiles, the x64 and split_regions fixtures."""
 
 import os
 
@@ -31,6 +31,15 @@ def x64():
     """Run a test with 64-bit types enabled (float64 references agree to ~1e-12)."""
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture
+def split_regions(monkeypatch):
+    """Split every ``taps`` output into its border and interior boxes, as for large
+    inputs (the small inputs of the tests would otherwise be read as one padded box)."""
+    from jaxconv._src.impl import window
+
+    monkeypatch.setattr(window, "SPLIT_REGIONS_BYTES", 0)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -18,7 +18,6 @@ from strategies import conv_specs, random_operands
 import jaxconv
 from jaxconv._src import dispatch
 from jaxconv._src.impl import im2col
-from jaxconv._src.impl import window as W
 from jaxconv._src.reference import reference_conv, relative_error, tolerance
 from jaxconv._src.spec import ConvSpec, default_dimension_numbers
 
@@ -44,10 +43,9 @@ def test_random_configurations_float32(impl, spec):
 
 @settings(max_examples=20)
 @given(spec=conv_specs())
-def test_random_configurations_taps_split_into_regions(spec, monkeypatch):
+def test_random_configurations_taps_split_into_regions(spec, split_regions):
     # the small inputs above are read as one padded box; the border/interior split
     # that large inputs take, on the same random geometries
-    monkeypatch.setattr(W, "SPLIT_REGIONS_BYTES", 0)
     assert_matches_reference(spec, "taps")
 
 

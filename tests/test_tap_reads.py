@@ -56,13 +56,6 @@ def test_axis_reads_match_brute_force_exhaustively():
     assert checked > 10_000
 
 
-@pytest.fixture
-def split_regions(monkeypatch):
-    """Split every output into its border and interior boxes, as for large inputs (the
-    small inputs of these tests would otherwise be read as one padded box)."""
-    monkeypatch.setattr(W, "SPLIT_REGIONS_BYTES", 0)
-
-
 def test_one_padded_box_for_small_inputs():
     spec = ConvSpec.create((2, 3, 6), (1, 3, 3), (1,), [(1, 2)])
     (box,) = W.regions(spec)
