@@ -10,9 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import assume, example, given, settings
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 from jax import lax
+from params import examples
 from strategies import conv_specs, random_operands
 
 import jaxconv
@@ -306,7 +307,7 @@ def test_forward_mode_second_order_and_vmap(case):
     close(jax.jit(jax.vmap(f, (None, 0)))(x, ws), jax.vmap(ref, (None, 0))(x, ws))
 
 
-@settings(max_examples=8, deadline=None)
+@examples(5, deadline=None)
 @given(spec=conv_specs(ranks=(1, 2, 3)))
 @example(  # lax's input gradient is wrong here (see below)
     spec=ConvSpec.create(
@@ -339,7 +340,7 @@ def test_random_grouped_configurations(spec):
         assert relative_error(a, b) <= 1e-4
 
 
-@settings(max_examples=5, deadline=None)
+@examples(3, deadline=None)
 @given(data=st.data())
 def test_random_dense_geometries(data):
     # dense specs (one group, 3-16 outputs, the channels-last loops with outputs rounded

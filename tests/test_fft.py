@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
+from params import examples
 from strategies import conv_specs, random_operands
 
 import jaxconv
@@ -39,7 +40,7 @@ def _check_float32(spec):
     assert_close_to_reference(out, x, w, spec, tolerance(np.float32))
 
 
-@settings(max_examples=8)
+@examples(8)
 @given(spec=conv_specs(ranks=(1, 2)))
 def test_random_configurations_float32(spec):
     # strides, padding words and crops, both dilations, feature and batch groups,
@@ -48,13 +49,13 @@ def test_random_configurations_float32(spec):
 
 
 @pytest.mark.slow
-@settings(max_examples=200)
+@examples(200)
 @given(spec=conv_specs())
 def test_random_configurations_float32_sweep(spec):
     _check_float32(spec)
 
 
-@settings(max_examples=4)
+@examples(4)
 @given(spec=conv_specs(ranks=(1, 2), dtype=np.float64))
 def test_float64_to_1e12(spec, x64):
     x, w = random_operands(spec)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from params import rotated
 
 import jaxconv.nn as jnn
 from jaxconv._src import dispatch
@@ -17,17 +18,6 @@ from jaxconv._src.reference import relative_error, tolerance
 
 IMPLS = ["xla", "taps", "im2col"]
 TOL32 = tolerance(np.float32)
-
-
-def rotated(cases):
-    """Each case once by default, with the implementations in turn; every other
-    (case, implementation) pair under ``slow``."""
-    params = []
-    for i, case in enumerate(cases):
-        for j, impl in enumerate(IMPLS):
-            marks = () if j == i % len(IMPLS) else (pytest.mark.slow,)
-            params.append(pytest.param(case, impl, marks=marks, id=f"{case}-{impl}"))
-    return params
 
 
 def rand(shape, seed=0, dtype=jnp.float32):
@@ -76,7 +66,7 @@ CONV_CASES = {
 }
 
 
-@pytest.mark.parametrize("case,impl", rotated(list(CONV_CASES)))
+@pytest.mark.parametrize("case,impl", rotated(list(CONV_CASES), IMPLS))
 def test_conv_drop_in(case, impl):
     k, s, p, ld, kd, g, shape = CONV_CASES[case]
     use_bias = list(CONV_CASES).index(case) % 4 != 1
@@ -169,7 +159,7 @@ TRANSPOSE_CASES = {
 }
 
 
-@pytest.mark.parametrize("case,impl", rotated(list(TRANSPOSE_CASES)))
+@pytest.mark.parametrize("case,impl", rotated(list(TRANSPOSE_CASES), IMPLS))
 def test_conv_transpose_drop_in(case, impl):
     k, s, p, kd, tk, shape = TRANSPOSE_CASES[case]
     use_bias = list(TRANSPOSE_CASES).index(case) % 4 != 1
@@ -314,7 +304,7 @@ DEPTHWISE_CASES = {
 }
 
 
-@pytest.mark.parametrize("case,impl", rotated(list(DEPTHWISE_CASES)))
+@pytest.mark.parametrize("case,impl", rotated(list(DEPTHWISE_CASES), IMPLS))
 def test_depthwise_is_flax_grouped_conv(case, impl):
     k, m, s, p, kd, shape = DEPTHWISE_CASES[case]
     C = shape[-1]
@@ -327,7 +317,7 @@ def test_depthwise_is_flax_grouped_conv(case, impl):
 
 
 @pytest.mark.parametrize(
-    "case,impl", rotated(["same", "mult2-s2", "circular", "causal-1d", "two-batch-dims"])
+    "case,impl", rotated(["same", "mult2-s2", "circular", "causal-1d", "two-batch-dims"], IMPLS)
 )
 def test_separable_is_flax_depthwise_then_pointwise(case, impl):
     k, m, s, p, kd, shape = DEPTHWISE_CASES[case]
@@ -372,7 +362,7 @@ POOL_CASES = {
 }
 
 
-@pytest.mark.parametrize("case,impl", rotated(list(POOL_CASES)))
+@pytest.mark.parametrize("case,impl", rotated(list(POOL_CASES), IMPLS))
 def test_pooling_is_flax_pooling(case, impl):
     w, s, p, shape = POOL_CASES[case]
     x = rand(shape)

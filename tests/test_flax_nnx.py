@@ -11,15 +11,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from params import rotated
 from test_flax_linen import (
     CONV_CASES,
     DEPTHWISE_CASES,
+    IMPLS,
     POOL_CASES,
     TOL32,
     TRANSPOSE_CASES,
     assert_close,
     rand,
-    rotated,
 )
 
 import jaxconv.nnx as jnnx
@@ -29,7 +30,7 @@ from jaxconv._src.reference import tolerance
 def rotated_half(cases):
     """As ``rotated``, with every second case entirely under ``slow``: the layer bodies
     are the linen modules' (tested on every case there); here the NNX plumbing is."""
-    params = rotated(cases)
+    params = rotated(cases, IMPLS)
     out = []
     for p in params:
         case = p.values[0]
@@ -185,7 +186,7 @@ def test_depthwise_is_flax_grouped_conv(case, impl):
     check_drop_in(ours, theirs, rand(shape))
 
 
-@pytest.mark.parametrize("case,impl", rotated(["same", "mult2-s2", "reflect-dil"]))
+@pytest.mark.parametrize("case,impl", rotated(["same", "mult2-s2", "reflect-dil"], IMPLS))
 def test_separable_is_flax_depthwise_then_pointwise(case, impl):
     k, m, s, p, kd, shape = DEPTHWISE_CASES[case]
     C, n = shape[-1], len(k)

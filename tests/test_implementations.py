@@ -10,9 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from jax import lax
+from params import examples
 from strategies import conv_specs, random_operands
 
 import jaxconv
@@ -35,13 +36,13 @@ def assert_matches_reference(spec: ConvSpec, impl: str, seed: int = 0):
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
-@settings(max_examples=40)
+@examples(20)
 @given(spec=conv_specs())
 def test_random_configurations_float32(impl, spec):
     assert_matches_reference(spec, impl)
 
 
-@settings(max_examples=20)
+@examples(12)
 @given(spec=conv_specs())
 def test_random_configurations_taps_split_into_regions(spec, split_regions):
     # the small inputs above are read as one padded box; the border/interior split
@@ -50,7 +51,7 @@ def test_random_configurations_taps_split_into_regions(spec, split_regions):
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
-@settings(max_examples=8)
+@examples(5)
 @given(spec=conv_specs(ranks=(1, 2), dtype=np.float64))
 def test_random_configurations_float64_to_1e12(impl, spec, x64):
     x, w = random_operands(spec)
@@ -60,7 +61,7 @@ def test_random_configurations_float64_to_1e12(impl, spec, x64):
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
-@settings(max_examples=10)
+@examples(6)
 @given(
     spec=conv_specs(ranks=(1, 2), dtype=jnp.bfloat16, boundary=False),
     precision=st.sampled_from([None, "highest"]),
@@ -73,7 +74,7 @@ def test_random_configurations_bfloat16(impl, spec, precision):
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "complex64"])
-@settings(max_examples=5)
+@examples(3)
 @given(spec=conv_specs(ranks=(2,), boundary=False))
 def test_dtypes(impl, dtype, spec):
     assert_matches_reference(

@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import Phase, given, settings
+from hypothesis import Phase, given
+from params import examples
 from strategies import conv_specs, random_operands
 
 import jaxconv
@@ -135,7 +136,7 @@ def test_forward_bfloat16(tpu_interpret, name):
 FAST = dict(derandomize=True, phases=(Phase.explicit, Phase.generate))
 
 
-@settings(max_examples=5, **FAST)
+@examples(5, **FAST)
 @given(spec=conv_specs(max_size=6))
 def test_forward_random(spec):
     with K.tpu_interpret_mode(), tap_shifts_only():
@@ -154,7 +155,7 @@ def test_gradients_bfloat16(tpu_interpret):
     _check_gradients(_spec("grouped", jnp.bfloat16))
 
 
-@settings(max_examples=3, **FAST)
+@examples(3, **FAST)
 @given(spec=conv_specs(ranks=(1, 2), max_size=5))
 def test_gradients_random(spec):
     with K.tpu_interpret_mode(), tap_shifts_only():
@@ -398,7 +399,7 @@ def test_registered_for_dispatch():
 
 
 @pytest.mark.slow
-@settings(max_examples=40)
+@examples(40)
 @given(spec=conv_specs())
 def test_forward_random_slow(spec):
     with K.tpu_interpret_mode():
@@ -408,7 +409,7 @@ def test_forward_random_slow(spec):
 
 
 @pytest.mark.slow
-@settings(max_examples=25)
+@examples(25)
 @given(spec=conv_specs())
 def test_gradients_random_slow(spec):
     with K.tpu_interpret_mode(), tap_shifts_only():

@@ -13,9 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from jax import lax
+from params import examples
 
 import jaxconv
 from jaxconv._src import autodiff, dispatch
@@ -199,14 +200,14 @@ def conv_specs(draw, dtypes=(np.float32,)):
         assume(False)
 
 
-@settings(max_examples=5)
+@examples(5)
 @given(spec=conv_specs())
 def test_random_configurations(spec):
     check_against_reference(spec, seed=1)
 
 
 @pytest.mark.slow
-@settings(max_examples=60)
+@examples(60)
 @given(spec=conv_specs(dtypes=DTYPES))
 def test_random_configurations_slow(spec):
     check_against_reference(spec, seed=2)
@@ -336,7 +337,7 @@ def test_unsupported_specs_raise_with_reason(x64):
     assert "4 spatial" in pt.supports(spec4d)
 
 
-@settings(max_examples=60)
+@examples(60)
 @given(spec=conv_specs(dtypes=DTYPES))
 def test_block_shapes_fit_the_triton_lowering(spec):
     """Every tile is a power of two; matrix-unit tiles are at least 16 on each side."""
@@ -414,8 +415,24 @@ def _lower_for_cuda(spec: ConvSpec):
     return lowered.as_text()
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "bfloat16", "float16"])
-@pytest.mark.parametrize("case", sorted(CASES))
+def _lowering_params():
+    """Every case in float32 (TF32 dots) and one 16-bit type, bfloat16 and float16 in
+    turn; the other 16-bit type under ``slow`` (the two lower alike)."""
+    params = []
+    for i, case in enumerate(sorted(CASES)):
+        half = (jnp.bfloat16, np.float16)
+        for dtype, marks in (
+            (np.float32, ()),
+            (half[i % 2], ()),
+            (half[1 - i % 2], (pytest.mark.slow,)),
+        ):
+            params.append(
+                pytest.param(case, dtype, marks=marks, id=f"{case}-{np.dtype(dtype).name}")
+            )
+    return params
+
+
+@pytest.mark.parametrize("case,dtype", _lowering_params())
 def test_lowers_for_cuda(case, dtype):
     """Forward and both gradients run the Triton lowering (block shapes, ops)."""
     text = _lower_for_cuda(_spec(*CASES[case], dtype=dtype))
@@ -489,7 +506,7 @@ def test_gpu_classes(case, dtype):
 
 @pytest.mark.gpu
 @gpu
-@settings(max_examples=12, deadline=None)
+@examples(12, deadline=None)
 @given(spec=conv_specs(dtypes=(jnp.bfloat16, np.float16)))
 def test_gpu_random_configurations(spec):
     with jax.default_device(jax.devices("gpu")[0]):

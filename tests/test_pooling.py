@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
+from params import rotated
 
 from jaxconv._src.pooling import (
     POOL_IMPLEMENTATIONS,
@@ -28,17 +29,6 @@ TOL32 = tolerance(np.float32)
 DATA = pathlib.Path(__file__).parent / "data" / "torch_pooling.npz"
 
 
-def rotated(cases, ids=None):
-    """Each case on one implementation by default (in turn), the rest under ``slow``."""
-    params = []
-    for i, case in enumerate(cases):
-        for j, impl in enumerate(IMPLS):
-            marks = () if j == i % len(IMPLS) else (pytest.mark.slow,)
-            cid = (ids[i] if ids else str(i)) + f"-{impl}"
-            params.append(pytest.param(case, impl, marks=marks, id=cid))
-    return params
-
-
 FLAX_CASES = [
     # (x shape, window, strides, padding)
     ((2, 7, 9, 3), (3, 2), (2, 1), "VALID"),
@@ -50,7 +40,7 @@ FLAX_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case,impl", rotated(FLAX_CASES))
+@pytest.mark.parametrize("case,impl", rotated(FLAX_CASES, IMPLS))
 def test_matches_flax_pooling(case, impl):
     shape, window, strides, padding = case
     x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
@@ -88,7 +78,7 @@ def _channels_last(a):
     return np.moveaxis(a, 1, -1)
 
 
-@pytest.mark.parametrize("case,impl", rotated(TORCH_CASES, [c[0] for c in TORCH_CASES]))
+@pytest.mark.parametrize("case,impl", rotated(TORCH_CASES, IMPLS, [c[0] for c in TORCH_CASES]))
 def test_matches_pytorch_pooling(case, impl):
     _, args, x, y = case
     n = args["rank"]

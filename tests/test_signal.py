@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.signal as ss
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from params import examples, rotated
 
 from jaxconv._src.reference import relative_error, tolerance
 from jaxconv._src.signal import convolve, convolve2d, correlate, correlate2d
@@ -22,20 +23,6 @@ def jitted(fn, *args, **kwargs):
     """``fn(*arrays, **kwargs)`` compiled as one program (one compile instead of many
     eager op dispatches for the gather-based implementations)."""
     return jax.jit(lambda *arrays: fn(*arrays, **kwargs))(*args)
-
-
-def rotated(cases):
-    """Each case on one implementation by default (in turn), the rest under ``slow``."""
-    return [
-        pytest.param(
-            case,
-            impl,
-            id=f"{case}-{impl}",
-            marks=() if j == i % len(IMPLS) else (pytest.mark.slow,),
-        )
-        for i, case in enumerate(cases)
-        for j, impl in enumerate(IMPLS)
-    ]
 
 
 def _random(rng, shape, complex_):
@@ -75,7 +62,7 @@ def test_worked_example_convolution_gives_plus_8(impl):
 # ---------------------------------------------------------------------------------------
 
 
-@settings(max_examples=10)
+@examples(10)
 @given(
     rank=st.integers(1, 3),
     data=st.data(),
@@ -100,7 +87,7 @@ def test_nd_matches_scipy(x64, rank, data, complex_, mode, impl, seed):
         assert relative_error(out, expected) < TOL64
 
 
-@pytest.mark.parametrize("boundary,impl", rotated(["fill", "wrap", "symm"]))
+@pytest.mark.parametrize("boundary,impl", rotated(["fill", "wrap", "symm"], IMPLS))
 def test_2d_boundaries_match_scipy(x64, boundary, impl):
     rng = np.random.default_rng(1)
     cases = [((6, 7), (2, 4)), ((5, 5), (3, 3)), ((3, 4), (5, 6))]

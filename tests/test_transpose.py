@@ -10,27 +10,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from jax import lax
+from params import examples, rotated
 
 import jaxconv
 from jaxconv._src.reference import relative_error, tolerance
 from jaxconv._src.transpose import conv_transpose, conv_transpose_torch
 
 IMPLS = ["xla", "im2col", "taps"]
-
-
-def rotated(cases, ids=None):
-    """Every (case, implementation) pair: one implementation per case by default (in
-    turn), the other pairs under ``slow``."""
-    params = []
-    for i, case in enumerate(cases):
-        for j, impl in enumerate(IMPLS):
-            marks = () if j == i % len(IMPLS) else (pytest.mark.slow,)
-            cid = (ids[i] if ids else str(i)) + f"-{impl}"
-            params.append(pytest.param(case, impl, marks=marks, id=cid))
-    return params
 
 
 DATA = pathlib.Path(__file__).parent / "data" / "torch_conv_transpose.npz"
@@ -57,7 +46,7 @@ def _torch_cases():
 TORCH_CASES = _torch_cases()
 
 
-@pytest.mark.parametrize("case,impl", rotated(TORCH_CASES, [c[0] for c in TORCH_CASES]))
+@pytest.mark.parametrize("case,impl", rotated(TORCH_CASES, IMPLS, [c[0] for c in TORCH_CASES]))
 def test_matches_pytorch_conv_transpose(case, impl):
     _, args, x, w, b, y = case
     out = jax.jit(
@@ -104,7 +93,7 @@ LAX_CASES = [
 
 
 @pytest.mark.parametrize("transpose_kernel", [False, True])
-@pytest.mark.parametrize("case,impl", rotated(LAX_CASES))
+@pytest.mark.parametrize("case,impl", rotated(LAX_CASES, IMPLS))
 def test_matches_lax_conv_transpose(case, transpose_kernel, impl):
     shape, window, cin, cout, strides, padding, rd = case
     rng = np.random.default_rng(0)
@@ -249,7 +238,7 @@ GRAD_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case,impl", rotated(GRAD_CASES))
+@pytest.mark.parametrize("case,impl", rotated(GRAD_CASES, IMPLS))
 def test_equals_input_gradient_of_forward_conv(case, impl):
     """conv_transpose (PyTorch meaning, weight = the forward kernel) is the input
     gradient of the forward convolution with the same stride/padding/dilation/groups."""
@@ -278,7 +267,7 @@ def test_equals_input_gradient_of_forward_conv(case, impl):
 
 
 @pytest.mark.slow
-@settings(max_examples=40)
+@examples(40)
 @given(
     n=st.integers(1, 2),
     size=st.integers(3, 8),

@@ -80,7 +80,8 @@ def effective_receptive_field(
         y = apply_fn(params, x)
         return jnp.sum(y[(slice(None),) + position + (slice(None),)])
 
-    grad = jax.grad(centre)(inputs)
+    # compiled: one program instead of the model's operations dispatched one by one
+    grad = jax.jit(jax.grad(centre))(inputs)
     erf = jnp.mean(jnp.sum(jnp.abs(grad), axis=-1), axis=0)
     if normalize:
         erf = erf / jnp.maximum(jnp.max(erf), jnp.finfo(erf.dtype).tiny)
