@@ -474,9 +474,24 @@ def test_wide_dense_layers_skip_it_on_8_float_vectors(monkeypatch, lanes):
 
     wide = jaxconv.auto_order(spec(128), "cpu")
     assert (wide[0] == "cpu_direct") == (lanes == 16)
-    if lanes == 8:  # the XLA rules: lax for 3x3, taps' gradients for 1x1
-        assert wide == ["xla"]
+    if lanes == 8:  # the XLA rules: lax's forward with taps' gradients for 2-D layers
+        assert wide == ["xla_taps_grad", "xla"]
         assert jaxconv.auto_order(spec(128, window=(1, 1)), "cpu")[0] == "xla_taps_grad"
+        # lax's own kernel gradient where taps' was measured slower or not at all
+        # (3-D: 17x slower on C3D's conv5a; 1-D; other dtypes)
+        volume = jaxconv.ConvSpec.create(
+            (1, 4, 8, 8, 128),
+            (3, 3, 3, 128, 128),
+            1,
+            "SAME",
+            dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+        )
+        signal = jaxconv.ConvSpec.create(
+            (1, 64, 128), (3, 128, 128), 1, "SAME", dimension_numbers=("NWC", "WIO", "NWC")
+        )
+        half = spec(128).replace(lhs_dtype=np.dtype(jnp.bfloat16), rhs_dtype=np.dtype(jnp.bfloat16))
+        for other in (volume, signal, half):
+            assert jaxconv.auto_order(other, "cpu") == ["xla"]
     # narrower dense layers and every grouped or depthwise one keep it on both
     assert jaxconv.auto_order(spec(64), "cpu")[0] == "cpu_direct"
     assert jaxconv.auto_order(spec(128, groups=128), "cpu")[0] == "cpu_direct"
