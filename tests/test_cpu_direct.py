@@ -185,8 +185,9 @@ CASES = {
     "dense_3d": ((1, 4, 5, 6, 8), (3, 3, 3, 8, 8), (1, 1, 1), "SAME", 1, None, None),
     # pointwise: the forward and input gradient one matmul each, the kernel gradient here
     "dense_pointwise": ((2, 5, 6, 16), (1, 1, 16, 8), (1, 1), "VALID", 1, None, None),
-    # kernels over 512 KB: the kernel gradient split over the result, not the rows
-    "dense_large_kernel": ((2, 4, 5, 128), (3, 3, 128, 128), (1, 1), "SAME", 1, None, None),
+    # kernels over 512 KB: the kernel gradient split over the result, not the rows, each
+    # tap's 22-24 rows in two tiles (a task's 64 KB of inputs and cotangents: 12-17 rows)
+    "dense_large_kernel": ((2, 12, 5, 128), (3, 3, 128, 128), (1, 1), "SAME", 1, None, None),
     "grouped_large_kernel_input_dilated": (
         (1, 5, 4, 256),
         (3, 3, 64, 256),

@@ -68,9 +68,11 @@ constexpr int kRegs = 16;
 constexpr int64_t kStreamBytes = 4 << 20;
 // Channels-last kernel gradients larger than this split over the result, not the rows.
 constexpr int64_t kSplitResultBytes = 512 << 10;
-// The channels-last kernel gradient's rows go in tiles of columns of about this many
-// bytes of input and cotangent (measured on WaveNet's 16000-column rows, NOTES.md
-// section 19: 125 -> 82-84 ms forward+backward with 32-512-column tiles).
+// The channels-last kernel gradients sum in tiles of about this many bytes of input and
+// cotangent: a row's columns where split over the rows (measured on WaveNet's
+// 16000-column rows, NOTES.md section 19: 125 -> 82-84 ms forward+backward with
+// 32-512-column tiles), runs of rows where split over the result (section 20: 32-128 KB
+// alike, 1.3-1.8x faster than untiled).
 constexpr int64_t kKgradTileBytes = 64 << 10;
 // Channels-last forwards with kernels larger than this (beyond what the L3 cache keeps
 // for every row to re-read) split over runs of output channels as well as rows. With 16
@@ -1230,16 +1232,29 @@ void nhwc_kgrad_tap(const Geom& g, const float* x, const float* dy, float* dw, i
     if (const float* x_row = input_row(g, x, row, kd, kh, C))
       rows.emplace_back(x_row + sp.q0 * C, dy + (row * g.OW + sp.o0) * O);
   float* dw_tap = dw + tap * g.Cg * O;
-  for (int64_t v = v0; v < v1; ++v) {
-    const int64_t grp = v * L / g.M, m0 = v * L % g.M;
-    for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
-      V acc[CB][NV] = {};
-      for (const auto& [x_row, dy_row] : rows)
-        span_sums<L, CB>(acc, x_row + grp * g.Cg + ci0, dy_row + grp * g.M + m0, sp.count,
-                         sp.istep * C, sp.ostep * O);
-      float* out = dw_tap + ci0 * O + grp * g.M + m0;
-      for (int c = 0; c < CB; ++c)
-        for (int v = 0; v < NV; ++v) storev(out + c * O + v * VL, acc[c][v]);
+  // the rows in tiles of about kKgradTileBytes of this task's inputs and cotangents,
+  // which stay in cache while every block sums over them (all rows at once, each block
+  // read them from L3: DCGAN's 4x4 kernel gradient 58-65 -> 35 ms, NOTES.md section 20);
+  // the first tile stores the sums, the others add to them
+  const int64_t groups_read = (v1 - 1) * L / g.M - v0 * L / g.M + 1;
+  const int64_t row_bytes = sp.count * (groups_read * g.Cg + (v1 - v0) * L) * sizeof(float);
+  const size_t per_tile = std::max<int64_t>(1, kKgradTileBytes / std::max<int64_t>(row_bytes, 1));
+  for (size_t r0 = 0; r0 == 0 || r0 < rows.size(); r0 += per_tile) {  // once if no rows
+    const size_t r1 = std::min(rows.size(), r0 + per_tile);
+    for (int64_t v = v0; v < v1; ++v) {
+      const int64_t grp = v * L / g.M, m0 = v * L % g.M;
+      for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
+        V acc[CB][NV] = {};
+        for (size_t r = r0; r < r1; ++r)
+          span_sums<L, CB>(acc, rows[r].first + grp * g.Cg + ci0, rows[r].second + grp * g.M + m0,
+                           sp.count, sp.istep * C, sp.ostep * O);
+        float* out = dw_tap + ci0 * O + grp * g.M + m0;
+        for (int c = 0; c < CB; ++c)
+          for (int u = 0; u < NV; ++u) {
+            float* o = out + c * O + u * VL;
+            storev(o, r0 == 0 ? acc[c][u] : loadv<V>(o) + acc[c][u]);
+          }
+      }
     }
   }
 }
