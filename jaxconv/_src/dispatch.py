@@ -87,8 +87,9 @@ def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
       layers; 1.01-54x and 1.06-36x on dense and transposed ones (ResNet-50,
       U-Net/DCGAN/MelGAN, WaveNet, C3D, a dense 31x31); where it declines (other
       dtypes, no compiler), the rules below. Built for 8-float vectors (AVX2, no
-      AVX-512), dense layers of >= 128 input channels skip it (the rules below: lax,
-      or taps' gradients for 1x1 and transposed layers; NOTES.md section 17);
+      AVX-512), dense layers of >= 128 input channels skip it (the rules below:
+      taps' gradients for 2-D, 1x1 and transposed layers, lax for 1-D and 3-D ones;
+      NOTES.md sections 17 and 20);
     * a window of at least 121 taps (11x11 and up): ``fft`` (RepLKNet's 31x31: 16-47x
       lax), then ``xla`` (integer inputs, which fft does not take);
     * feature groups of at most 8 input channels each (depthwise, ResNeXt stages 1-2):
