@@ -418,9 +418,8 @@ def _lower_for_cuda(spec: ConvSpec):
 def _lowering_params():
     """Every case in float32 (TF32 dots) and one 16-bit type, bfloat16 and float16 in
     turn; the other 16-bit type under ``slow`` (the two lower alike)."""
-    params = []
+    params, half = [], (jnp.bfloat16, np.float16)
     for i, case in enumerate(sorted(CASES)):
-        half = (jnp.bfloat16, np.float16)
         for dtype, marks in (
             (np.float32, ()),
             (half[i % 2], ()),

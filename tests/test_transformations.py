@@ -1,4 +1,5 @@
-"""Every implementation under jit, vmap, grad, jvp, jacfwd, jacrev and hessian."""
+"""Every implementation under jit, vmap, grad, jvp, jacfwd, jacrev and hessian (the
+default run takes the implementations in rotation across cases; ``-m slow`` every pair)."""
 
 from __future__ import annotations
 
