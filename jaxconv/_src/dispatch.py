@@ -148,16 +148,13 @@ def _xla_order(spec: ConvSpec) -> list[str]:
     if math.prod(spec.window) == 1 and spec.batch_group_count == 1:
         # 1x1 (pointwise): the kernel gradient is one matmul, 1.3-2x faster than lax's
         return ["xla_taps_grad", "xla"]
-    if spec.nspatial == 2 and spec.batch_group_count == 1 and _is_float32(spec):
+    float32 = spec.lhs_dtype == np.float32 and spec.rhs_dtype == np.float32
+    if spec.nspatial == 2 and spec.batch_group_count == 1 and float32:
         # 2-D dense: lax's forward and input gradient, the kernel gradient one dot per
         # tap (1.7-2.3x faster than lax's on ResNet-50's wide 3x3 layers; on C3D's 3-D
         # conv5a 17x slower, so 1-D and 3-D layers stay lax's; NOTES.md section 20)
         return ["xla_taps_grad", "xla"]
     return ["xla"]
-
-
-def _is_float32(spec: ConvSpec) -> bool:
-    return spec.lhs_dtype == np.float32 and spec.rhs_dtype == np.float32
 
 
 def _candidates(implementation: Any, spec: ConvSpec) -> tuple[list[str], bool]:
