@@ -41,6 +41,25 @@ def _gpu_check():
     return module
 
 
+def _divisor_blocks():
+    """A ``tiling.blocks`` whose forward/fma channel tile divides the channels (the
+    largest power of two that does, 8-64 lanes; 144 -> 16, 96 -> 32) with ``m`` rows
+    so that a program still holds 4096 outputs (at most 256 rows)."""
+    from jaxconv._src.pallas import tiling
+
+    default = tiling.blocks
+
+    def blocks(geom, itemsize):
+        if geom.formulation == "forward" and geom.variant == "fma":
+            o = geom.out_features
+            n = max(8, min(64, o & -o))
+            m = tiling.clamp_pow2(geom.phase_rows, 8, min(256, 4096 // n))
+            return tiling.Blocks(m=m, n=n, num_warps=4, num_stages=2)
+        return default(geom, itemsize)
+
+    return blocks
+
+
 def _fma_blocks(m: int, n: int, warps: int):
     """A ``tiling.blocks`` that gives forward/fma programs ``m x n`` tiles."""
     from jaxconv._src.pallas import tiling
@@ -62,10 +81,10 @@ def _forward_error(gc, case) -> float:
     import jax.numpy as jnp
     import numpy as np
 
-    x, w = gc._arguments(case)
+    w, *xs = gc._arguments(case)
     key = jax.random.key(int(time.time() * 1e3) % 2**31)
-    x = jax.random.normal(key, x.shape, x.dtype)
-    y = case.compiled(x, w).astype(jnp.float32)
+    x = jax.random.normal(key, xs[0].shape, xs[0].dtype)
+    y = case.compiled(w, x, *xs[1:])[0].astype(jnp.float32)
     dn = ("NHWC", "HWIO", "NHWC")
     ref = jax.lax.conv_general_dilated(
         x.astype(jnp.float32),
@@ -78,6 +97,8 @@ def _forward_error(gc, case) -> float:
 
 
 VARIANTS = {
+    "default": dict(),
+    "fma_divisor": dict(blocks="divisor"),
     "fma": dict(BLOCKDIAG_MIN_CHANNELS=10**9),
     "blockdiag_below8": dict(BLOCKDIAG_MAX_CHANNELS=8),
     "blockdiag16": dict(BLOCKDIAG_MIN_CHANNELS=2, BLOCKDIAG_LANES=16),
@@ -91,6 +112,7 @@ VARIANTS = {
 }
 #: Variants that only change one family's kernels (the others time both families).
 ONLY = {
+    "fma_divisor": "mobilenetv2_depthwise",
     "blockdiag_below8": "resnext50_grouped",
     "blockdiag_dw16": "mobilenetv2_depthwise",
     "blockdiag_dw32": "mobilenetv2_depthwise",
@@ -100,7 +122,7 @@ ONLY = {
     "fma_m256n32w8": "mobilenetv2_depthwise",
 }
 #: Variants also timed forward+backward (the others forward only).
-BACKWARD = ("fma", "blockdiag_below8", "blockdiag16", "blockdiag32", "blockdiag_dw16")
+BACKWARD = ("default", "fma", "blockdiag_below8", "blockdiag16", "blockdiag32", "blockdiag_dw16")
 FAMILIES = ("resnext50_grouped", "mobilenetv2_depthwise")
 
 
@@ -140,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--budget", type=float, default=1e9, help="seconds; later variants skipped")
     parser.add_argument("--tag", default="", help="suffix of the output file names")
+    parser.add_argument(
+        "--no-lax", action="store_true", help="skip lax's rows (compare with 'default')"
+    )
     parser.add_argument(
         "--in-process",
         action="store_true",
@@ -185,7 +210,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{variant:16s} {case.layer.name:20s} {case.mode:16s} {shown}", flush=True)
 
     modes = ("forward", "forward+backward")
-    run([gc.Case(lay, args.dtype, "xla", m) for lay in layers for m in modes], "lax")
+
+    def case(lay, impl, mode):
+        return gc.Case(lay, args.dtype, impl, mode, gc.copies(lay, args.dtype, mode, args.dry_run))
+
+    if not args.no_lax:
+        run([case(lay, "xla", m) for lay in layers for m in modes], "lax")
     for name in args.variants:
         if time.perf_counter() - start > args.budget:
             print(f"{name}: skipped (time budget spent)", flush=True)
@@ -194,11 +224,16 @@ def main(argv: list[str] | None = None) -> int:
         jax.clear_caches()  # nothing traced or compiled under the last knobs is reused
         for k, v in saved.items():
             setattr(tiling, k, knobs.get(k, v))
-        tiling.blocks = _fma_blocks(*knobs["blocks"]) if "blocks" in knobs else saved_blocks
+        if knobs.get("blocks") == "divisor":
+            tiling.blocks = _divisor_blocks()
+        elif "blocks" in knobs:
+            tiling.blocks = _fma_blocks(*knobs["blocks"])
+        else:
+            tiling.blocks = saved_blocks
         try:
             ms = modes if name in BACKWARD else ("forward",)
             mine = [lay for lay in layers if ONLY.get(name, lay.family) == lay.family]
-            run([gc.Case(lay, args.dtype, "pallas_triton", m) for lay in mine for m in ms], name)
+            run([case(lay, "pallas_triton", m) for lay in mine for m in ms], name)
         finally:
             for k, v in saved.items():
                 setattr(tiling, k, v)
@@ -244,8 +279,10 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(f"{1e3 * r['median_s']:.3f}")
             else:
                 bad = r.get("relative_error", 0.0) > 1e-2  # bf16 operands: ~3e-3
+                sp = r["speedup_vs_lax"]
                 cells.append(
-                    f"{1e3 * r['median_s']:.3f} ({r['speedup_vs_lax']:.2f}x)"
+                    f"{1e3 * r['median_s']:.3f}"
+                    + ("" if sp is None else f" ({sp:.2f}x)")
                     + (" WRONG" if bad else "")
                 )
         lines.append(f"| {layer} | {mode} | " + " | ".join(cells) + " |")
