@@ -5,6 +5,8 @@ tiling knobs of :mod:`jaxconv._src.pallas.tiling`, compiles the grouped (ResNeXt
 depthwise (MobileNetV2) layers afresh and times them; lax (cuDNN) is timed once per row
 as the reference. The variants:
 
+* ``default``: the kernels as they are (the reference with ``--no-lax``);
+* ``fma_divisor``: depthwise channel tiles that divide the channels (144 -> 16 lanes);
 * ``fma``: no block-diagonal dots (every group below 8 channels on multiply-adds);
 * ``blockdiag_below8``: block-diagonal dots below 8 channels per group only (8-15 take
   one group per program, 16-wide tiles half empty);

@@ -563,6 +563,9 @@ def test_gpu_check_script_dry_run(tmp_path):
         (i, m) for i in ("pallas_triton", "xla") for m in ("forward", "forward+backward")
     }
     assert all(r["median_s"] > 0 and r["speedup_vs_lax"] > 0 for r in rows)
+    # timed as two convolutions per program, and one per call beside it
+    assert all(r["copies"] == 2 and r["one_call_s"] > 0 for r in rows)
+    assert result["dispatch_floor_s"] > 0
     assert "| unet_transposed |" in (tmp_path / "gpu_check_dryrun.md").read_text()
 
 
@@ -588,3 +591,26 @@ def test_gpu_variants_script_dry_run(tmp_path):
     forward = [r for r in rows if r["mode"] == "forward"]
     assert forward and all(r["relative_error"] < 1e-2 for r in forward)
     assert "| g32_56x56x128 | forward |" in (tmp_path / "gpu_variants_dryrun.md").read_text()
+
+
+@pytest.mark.slow  # ~30 s on 2 cores
+def test_gpu_precision_script_dry_run(tmp_path):
+    """``benchmarks/gpu_precision.py --dry-run`` runs each dot precision on a tiny layer
+    (interpret mode here: the TF32 preset is recorded as an error, XLA:CPU has no TF32)
+    and checks each result against lax at HIGHEST."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_precision.py"
+    module_spec = importlib.util.spec_from_file_location("gpu_precision", path)
+    gpu_precision = importlib.util.module_from_spec(module_spec)
+    sys.modules["gpu_precision"] = gpu_precision
+    module_spec.loader.exec_module(gpu_precision)
+    argv = ["--dry-run", "--layers", "conv4_14x14x256", "--out", str(tmp_path)]
+    assert gpu_precision.main(argv) == 0
+    rows = json.loads((tmp_path / "gpu_precision.json").read_text())["rows"]
+    timed = {(r["implementation"], r["precision"]): r for r in rows if "ms" in r}
+    assert set(timed) >= {("xla", "highest"), ("xla", "default"), ("pallas_triton", "highest")}
+    assert all(r["relative_error_vs_lax_highest"] < 1e-5 for r in timed.values())
