@@ -454,6 +454,29 @@ def test_automatic_choice_on_the_cpu_takes_it(case):
     assert dispatch.select(other).name != "cpu_direct"
 
 
+@pytest.mark.parametrize("case", ["dense_transposed_4x4_s2", "dense_transposed_1d_k8_s4"])
+def test_xla_direct_grad_matches_lax_and_runs_the_kernel_gradient_loop(case):
+    """``"xla_direct_grad"``: XLA's sub-pixel forward and input gradient with this
+    module's kernel-gradient loop; value, both gradients, a JVP and a mixed second
+    derivative against lax."""
+    spec, x, w, ref = _setup(case)
+    f = lambda x, w: dispatch.run(x, w, spec, "xla_direct_grad")
+    close(jax.jit(f)(x, w), ref(x, w))
+    ct = jnp.asarray(np.random.default_rng(1).standard_normal(spec.out_shape), jnp.float32)
+    loss = lambda fn: lambda x, w: jnp.sum(fn(x, w) * ct)
+    grads = jax.jit(jax.grad(loss(f), (0, 1)))
+    for a, b in zip(grads(x, w), jax.grad(loss(ref), (0, 1))(x, w)):
+        close(a, b)
+    text = grads.lower(x, w).as_text()
+    # the kernel gradient is the C++ loop; the forward and input gradient are XLA's
+    assert text.count("@jaxconv_cpu_direct_kernel_grad_nhwc(") == 1
+    assert "@jaxconv_cpu_direct_forward" not in text
+    t = (jnp.cos(x), jnp.sin(w))
+    close(jax.jit(lambda x, w: jax.jvp(f, (x, w), t)[1])(x, w), jax.jvp(ref, (x, w), t)[1])
+    mixed = lambda fn: jax.grad(lambda w: jnp.sum(jax.grad(loss(fn))(x, w) ** 2))
+    close(jax.jit(mixed(f))(w), mixed(ref)(w), tol=1e-4)
+
+
 def test_vector_lanes_reports_the_compiled_width():
     assert cpu_direct.vector_lanes() in (8, 16)
 
@@ -493,6 +516,20 @@ def test_wide_dense_layers_skip_it_on_8_float_vectors(monkeypatch, lanes):
         half = spec(128).replace(lhs_dtype=np.dtype(jnp.bfloat16), rhs_dtype=np.dtype(jnp.bfloat16))
         for other in (volume, signal, half):
             assert jaxconv.auto_order(other, "cpu") == ["xla"]
+        # transposed: XLA's sub-pixel forward and input gradient, the C++ kernel gradient
+        transposed = jaxconv.ConvSpec.create(
+            (1, 8, 8, 128),
+            (4, 4, 128, 64),
+            1,
+            ((2, 2), (2, 2)),
+            lhs_dilation=(2, 2),
+            dimension_numbers=dn,
+        )
+        assert jaxconv.auto_order(transposed, "cpu") == [
+            "xla_direct_grad",
+            "xla_taps_grad",
+            "xla",
+        ]
     # narrower dense layers and every grouped or depthwise one keep it on both
     assert jaxconv.auto_order(spec(64), "cpu")[0] == "cpu_direct"
     assert jaxconv.auto_order(spec(128, groups=128), "cpu")[0] == "cpu_direct"

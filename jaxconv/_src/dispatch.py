@@ -95,9 +95,12 @@ def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
     * feature groups of at most 8 input channels each (depthwise, ResNeXt stages 1-2):
       ``taps`` (fused multiply-adds without a padded copy: 3.9-69x lax forward,
       9.9-181x forward+backward);
-    * input-dilated (transposed) convolutions, and groups of more than 8 channels:
-      ``xla_taps_grad`` (an XLA forward: sub-pixel phases for transposed layers, lax
-      for groups; taps' gradients, 11-54x faster than lax's forward+backward);
+    * input-dilated (transposed) convolutions: ``xla_direct_grad`` (an XLA forward of
+      sub-pixel phases, the input gradient likewise, and ``cpu_direct``'s kernel
+      gradient: 1.0-1.9x faster than taps' on DCGAN / U-Net / MelGAN, NOTES.md section
+      21);
+    * groups of more than 8 channels: ``xla_taps_grad`` (lax's forward, taps'
+      gradients, 11-54x faster than lax's forward+backward);
     * 1x1 (pointwise) convolutions: ``xla_taps_grad`` (the forward is one dot, 1.2-2.4x
       lax's; the kernel gradient one matmul: 1.5-3.0x forward+backward);
     * float32 dense layers with two spatial axes: ``xla_taps_grad`` (lax's forward and
@@ -143,7 +146,12 @@ def _xla_order(spec: ConvSpec) -> list[str]:
         return ["fft", "xla"]
     if spec.feature_group_count > 1 and spec.rhs_in_features <= 8:
         return ["taps", "xla"]
-    if spec.feature_group_count > 1 or any(d > 1 for d in spec.lhs_dilation):
+    if any(d > 1 for d in spec.lhs_dilation):
+        # transposed: XLA's sub-pixel forward and input gradient, cpu_direct's kernel
+        # gradient (DCGAN/U-Net/MelGAN on AVX2: as fast as taps' to 1.9x faster;
+        # NOTES.md section 21)
+        return ["xla_direct_grad", "xla_taps_grad", "xla"]
+    if spec.feature_group_count > 1:
         return ["xla_taps_grad", "xla"]
     if math.prod(spec.window) == 1 and spec.batch_group_count == 1:
         # 1x1 (pointwise): the kernel gradient is one matmul, 1.3-2x faster than lax's
@@ -221,6 +229,14 @@ def _register_builtins() -> None:
     register(Implementation(taps.XLA_TAPS_GRAD, taps.xla_taps_grad_conv, taps.supports))
     register(
         Implementation(cpu_direct.NAME, cpu_direct.conv, cpu_direct.supports, platforms=("cpu",))
+    )
+    register(
+        Implementation(
+            cpu_direct.XLA_DIRECT_GRAD,
+            cpu_direct.xla_direct_grad_conv,
+            taps.supports,
+            platforms=("cpu",),
+        )
     )
     from jaxconv._src import autotune
 

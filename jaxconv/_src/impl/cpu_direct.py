@@ -347,3 +347,24 @@ def conv(lhs, rhs, spec: ConvSpec):
     if math.prod(spec.out_shape) == 0:
         return jnp.zeros(spec.out_shape, spec.out_dtype)
     return _conv(lhs, rhs, spec)
+
+
+#: ``"xla_direct_grad"``: XLA's forward (:func:`jaxconv._src.impl.taps._xla_forward`:
+#: sub-pixel phases for transposed layers, a dot for 1x1, else lax) with this module's
+#: kernel gradient (:func:`kernel_grad`: the C++ loop where it applies, else taps').
+#: The input gradient is the same primitive on the transposed spec, so it is XLA's
+#: forward too. The forward / input gradient / kernel gradient each from where it is
+#: fastest on AVX2 for wide transposed layers (``benchmarks/NOTES.md`` section 21).
+XLA_DIRECT_GRAD = "xla_direct_grad"
+
+_xla_direct_grad = taps.bilinear_primitive(
+    "jaxconv_xla_direct_grad", taps._xla_forward, kernel_grad
+)
+
+
+def xla_direct_grad_conv(lhs, rhs, spec: ConvSpec):
+    """``"xla_direct_grad"``: an XLA forward convolution with ``"cpu_direct"``'s kernel
+    gradient (taps' where the C++ loop declines the spec), differentiable to any order."""
+    if math.prod(spec.out_shape) == 0:
+        return jnp.zeros(spec.out_shape, spec.out_dtype)
+    return _xla_direct_grad(lhs, rhs, spec)
