@@ -482,7 +482,7 @@ def test_vector_lanes_reports_the_compiled_width():
 
 
 @pytest.mark.parametrize("lanes", [8, 16])
-def test_wide_dense_layers_skip_it_on_8_float_vectors(monkeypatch, lanes):
+def test_wide_and_1d_dense_layers_skip_it_on_8_float_vectors(monkeypatch, lanes):
     monkeypatch.setattr(cpu_direct, "vector_lanes", lambda: lanes)
     dn = ("NHWC", "HWIO", "NHWC")
 
@@ -496,13 +496,16 @@ def test_wide_dense_layers_skip_it_on_8_float_vectors(monkeypatch, lanes):
             feature_group_count=groups,
         )
 
+    signal = jaxconv.ConvSpec.create(
+        (1, 64, 128), (3, 128, 128), 1, "SAME", dimension_numbers=("NWC", "WIO", "NWC")
+    )
     wide = jaxconv.auto_order(spec(128), "cpu")
     assert (wide[0] == "cpu_direct") == (lanes == 16)
     if lanes == 8:  # the XLA rules: lax's forward with taps' gradients for 2-D layers
         assert wide == ["xla_taps_grad", "xla"]
         assert jaxconv.auto_order(spec(128, window=(1, 1)), "cpu")[0] == "xla_taps_grad"
         # lax's own kernel gradient where taps' was measured slower or not at all
-        # (3-D: 17x slower on C3D's conv5a; 1-D; other dtypes)
+        # (3-D: 17x slower on C3D's conv5a; other dtypes)
         volume = jaxconv.ConvSpec.create(
             (1, 4, 8, 8, 128),
             (3, 3, 3, 128, 128),
@@ -510,12 +513,15 @@ def test_wide_dense_layers_skip_it_on_8_float_vectors(monkeypatch, lanes):
             "SAME",
             dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
         )
-        signal = jaxconv.ConvSpec.create(
-            (1, 64, 128), (3, 128, 128), 1, "SAME", dimension_numbers=("NWC", "WIO", "NWC")
-        )
         half = spec(128).replace(lhs_dtype=np.dtype(jnp.bfloat16), rhs_dtype=np.dtype(jnp.bfloat16))
-        for other in (volume, signal, half):
+        for other in (volume, half):
             assert jaxconv.auto_order(other, "cpu") == ["xla"]
+        # 1-D dense, wide or narrow: lax's forward, the C++ kernel gradient
+        narrow = jaxconv.ConvSpec.create(
+            (1, 64, 64), (2, 64, 64), 1, "CAUSAL", dimension_numbers=("NWC", "WIO", "NWC")
+        )
+        for other in (signal, narrow):
+            assert jaxconv.auto_order(other, "cpu") == ["xla_direct_grad", "xla"]
         # transposed: XLA's sub-pixel forward and input gradient, the C++ kernel gradient
         transposed = jaxconv.ConvSpec.create(
             (1, 8, 8, 128),
@@ -530,6 +536,8 @@ def test_wide_dense_layers_skip_it_on_8_float_vectors(monkeypatch, lanes):
             "xla_taps_grad",
             "xla",
         ]
+    else:  # AVX-512: 1-D dense layers keep it
+        assert jaxconv.auto_order(signal, "cpu")[0] == "cpu_direct"
     # narrower dense layers and every grouped or depthwise one keep it on both
     assert jaxconv.auto_order(spec(64), "cpu")[0] == "cpu_direct"
     assert jaxconv.auto_order(spec(128, groups=128), "cpu")[0] == "cpu_direct"

@@ -87,9 +87,10 @@ def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
       layers; 1.01-54x and 1.06-36x on dense and transposed ones (ResNet-50,
       U-Net/DCGAN/MelGAN, WaveNet, C3D, a dense 31x31); where it declines (other
       dtypes, no compiler), the rules below. Built for 8-float vectors (AVX2, no
-      AVX-512), dense layers of >= 128 input channels skip it (the rules below:
-      taps' gradients for 2-D, 1x1 and transposed layers, lax for 1-D and 3-D ones;
-      NOTES.md sections 17 and 20);
+      AVX-512), dense layers of >= 128 input channels and 1-D dense layers skip it
+      (the rules below: XLA's forward with taps' kernel gradient for 2-D and 1x1
+      layers, with ``cpu_direct``'s for transposed and 1-D ones, lax for 3-D ones;
+      NOTES.md sections 17, 20 and 21);
     * a window of at least 121 taps (11x11 and up): ``fft`` (RepLKNet's 31x31: 16-47x
       lax), then ``xla`` (integer inputs, which fft does not take);
     * feature groups of at most 8 input channels each (depthwise, ResNeXt stages 1-2):
@@ -103,10 +104,12 @@ def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
       gradients, 11-54x faster than lax's forward+backward);
     * 1x1 (pointwise) convolutions: ``xla_taps_grad`` (the forward is one dot, 1.2-2.4x
       lax's; the kernel gradient one matmul: 1.5-3.0x forward+backward);
+    * float32 1-D dense layers: ``xla_direct_grad`` (lax's forward and input gradient,
+      ``cpu_direct``'s kernel gradient, 1.6x lax's on WaveNet's layers);
     * float32 dense layers with two spatial axes: ``xla_taps_grad`` (lax's forward and
       input gradient; the kernel gradient one dot per tap, 1.7-2.3x faster than lax's
       on ResNet-50's 3x3 layers of 128-512 channels, AVX2);
-    * everything else (1-D and 3-D dense, other dtypes, batch groups): ``xla``.
+    * everything else (3-D dense, other dtypes, batch groups): ``xla``.
 
     On GPU and TPU, ``xla`` (cuDNN / the TPU convolution emitter) is the default.
     """
@@ -128,10 +131,16 @@ NARROW_VECTOR_DENSE_CHANNELS = 128
 
 def _cpu_direct_first(spec: ConvSpec) -> bool:
     """Whether ``cpu_direct`` leads the CPU order: every spec without batch groups, but
-    wide dense layers only where the C++ loops have 16-float vectors (AVX-512)."""
+    wide dense layers and 1-D dense layers only where the C++ loops have 16-float
+    vectors (AVX-512). On AVX2 its 1-D forward read 0.7-1.5x lax's across runs (WaveNet,
+    d512 0.7-0.8x in every one; NOTES.md section 21): those take lax's forward with its
+    kernel gradient instead (``xla_direct_grad``)."""
     if spec.batch_group_count != 1:
         return False
-    if spec.feature_group_count == 1 and spec.rhs_in_features >= NARROW_VECTOR_DENSE_CHANNELS:
+    signal = spec.nspatial == 1 and all(d == 1 for d in spec.lhs_dilation)
+    if spec.feature_group_count == 1 and (
+        signal or spec.rhs_in_features >= NARROW_VECTOR_DENSE_CHANNELS
+    ):
         from jaxconv._src.impl import cpu_direct
 
         return cpu_direct.vector_lanes() != 8
@@ -157,6 +166,10 @@ def _xla_order(spec: ConvSpec) -> list[str]:
         # 1x1 (pointwise): the kernel gradient is one matmul, 1.3-2x faster than lax's
         return ["xla_taps_grad", "xla"]
     float32 = spec.lhs_dtype == np.float32 and spec.rhs_dtype == np.float32
+    if spec.nspatial == 1 and spec.batch_group_count == 1 and float32:
+        # 1-D dense: lax's forward and input gradient, cpu_direct's kernel gradient
+        # (WaveNet: 1.6x faster than lax's; NOTES.md section 21)
+        return ["xla_direct_grad", "xla"]
     if spec.nspatial == 2 and spec.batch_group_count == 1 and float32:
         # 2-D dense: lax's forward and input gradient, the kernel gradient one dot per
         # tap (1.7-2.3x faster than lax's on ResNet-50's wide 3x3 layers; on C3D's 3-D
