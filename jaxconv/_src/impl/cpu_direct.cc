@@ -612,6 +612,11 @@ void forward_all(Pool& pool, const Geom& g, const float* x, const float* w, floa
 //
 //   x  (N, D, H, W, G * Cg)   w  (G, KD, KH, KW, Cg, M)   y  (N, OD, OH, OW, G * M)
 //
+// with the forward's kernel packed in panels of L output channels,
+// w (G, M / L, KD, KH, KW, Cg, L), so that a block's kernel vectors are consecutive in
+// memory (with rows M floats apart, 512-1024 bytes for 128-256 channels, successive
+// input channels' vectors fall in a few L1 sets; NOTES.md section 21).
+//
 // (Geom's Gp is G here; the kernel gradient comes back as (KD, KH, KW, Cg, G * M).) The
 // kernel is group-major so that a group's vectors are contiguous: with the groups'
 // channels interleaved, they would sit a power of two apart, in the same few L1 sets. A vector holds L = 8 or 16 output channels of one group and each
@@ -661,13 +666,13 @@ void nhwc_block(const Geom& g, const std::vector<Tap>& taps, float* y_row, int64
       if (q0 % g.lw) continue;  // a tap between the input's values for this phase
       q0 /= g.lw;
     }
-    const float* wt = t.w + grp * g.KD * g.KH * g.KW * g.Cg * g.M + m0;
+    const float* wt = t.w + (grp * g.M + m0) * g.KD * g.KH * g.KW * g.Cg;  // the panel
     for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
       V wv[CB][NV];
-      const float* wc = wt + ci0 * g.M;
+      const float* wc = wt + ci0 * L;
       for (int c = 0; c < CB; ++c) {
         for (int v = 0; v < NV; ++v) wv[c][v] = loadv<V>(wc + v * VL);
-        wc = next(wc, g.M);
+        wc = next(wc, L);
       }
       const float* xc = row + q0 * C + ci0;
 #pragma GCC unroll 32
@@ -706,7 +711,7 @@ void nhwc_rows_block(const Geom& g, const float* x, const float* w, float* y, in
   const float* xr[P];  // per block row: the input row of the kernel row, or null
   const float* xp[P];  // per pixel: its input pixel (this group's channels) for the tap
   bool ok[P];
-  const float* wg = w + grp * g.KD * g.KH * g.KW * g.Cg * g.M + m0;
+  const float* wg = w + (grp * g.M + m0) * g.KD * g.KH * g.KW * g.Cg;  // the panel
   for (int64_t kd = 0; kd < g.KD; ++kd)
     for (int64_t kh = 0; kh < g.KH; ++kh) {
       bool any_row = false;
@@ -724,11 +729,11 @@ void nhwc_rows_block(const Geom& g, const float* x, const float* w, float* y, in
           any |= ok[p];
         }
         if (!any) continue;
-        const float* wt = wg + ((kd * g.KH + kh) * g.KW + kw) * g.Cg * g.M;
+        const float* wt = wg + ((kd * g.KH + kh) * g.KW + kw) * g.Cg * L;
         for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
           V wv[CB][NV];
           for (int c = 0; c < CB; ++c)
-            for (int v = 0; v < NV; ++v) wv[c][v] = loadv<V>(wt + (ci0 + c) * g.M + v * VL);
+            for (int v = 0; v < NV; ++v) wv[c][v] = loadv<V>(wt + (ci0 + c) * L + v * VL);
 #pragma GCC unroll 32
           for (int p = 0; p < P; ++p)
             if (ok[p]) {
@@ -796,7 +801,7 @@ void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w,
   const int64_t R = narrow ? P / g.OW : 1, units = (rows + R - 1) / R;
   auto unit_vectors = [&](int64_t unit, std::vector<Tap>* taps, int64_t v0, int64_t v1) {
     if (R == 1) {
-      row_taps(g, x, w, unit, taps, g.Cg * g.M);
+      row_taps(g, x, w, unit, taps, g.Cg * L);
       return row_vectors(unit, *taps, v0, v1);
     }
     const int64_t row0 = unit * R, nrows = std::min(R, rows - row0);

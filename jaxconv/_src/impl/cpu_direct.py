@@ -287,8 +287,10 @@ def forward(lhs, rhs, spec: ConvSpec):
     M, Mc, Cg = spec.out_features // G, _outputs_computed(spec), spec.rhs_in_features
     x, w = W.to_channels_last(lhs, rhs, spec)  # (N, *sp, C), (*win, Cg, O)
     if _channels_last(spec):
+        L = 16 if Mc % 16 == 0 else 8  # the loop's channels per block (cpu_direct.cc)
         wg = W.pad_last(w.reshape(w.shape[:-1] + (G, M)), Mc)
-        wg = jnp.moveaxis(wg, -2, 0)  # (G, *win, Cg, Mc)
+        wg = wg.reshape(wg.shape[:-1] + (Mc // L, L))  # (*win, Cg, G, Mc / L, L)
+        wg = jnp.moveaxis(wg, (-3, -2), (0, 1))  # panels: (G, Mc / L, *win, Cg, L)
         geom = _geometry(spec, Cg, Mc, G)
         y = _call("forward_nhwc", (spec.batch, *spec.out_spatial, G * Mc), x, wg, geom=geom)
         return W.from_channels_last(y[..., : G * M] if Mc != M else y, spec)
