@@ -16,20 +16,14 @@ benchmarks/gpu_precision.py --out DIR`` on a GPU (about a minute).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-
-def _gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+from gpu_variants import _gpu_check  # noqa: E402  (gpu_check.py, loaded by path)
 
 
 def main(argv=None) -> int:
