@@ -381,17 +381,15 @@ def _same_row(a: dict, b: dict) -> bool:
     return all(a.get(k) == b.get(k) for k in keys)
 
 
-def _merge(row: dict, other: dict) -> None:
-    """Keep the many-copies timing as the row's own and the one-convolution-per-call
-    one as ``one_call_s`` (rows arrive with the copies first)."""
-    if other.get("copies", 1) == 1 and "median_s" in other:
-        row["one_call_s"] = other["median_s"]
-    elif "median_s" in other:  # a single-copy row timed before its copies: swap
-        one = row.get("median_s")
-        row.clear()
-        row.update(other, one_call_s=one)
-    elif "error" in other and "median_s" not in row:
-        row["error"] = other["error"]
+def _add(rows: list[dict], row: dict) -> None:
+    """Append ``row``, or fold it into the row of the same key already there: cases
+    arrive with the many-copies timing first, so a later one is the one-convolution-per-
+    call timing (``one_call_s``); a skip or an error adds nothing to a timed row."""
+    first = next((r for r in rows if _same_row(r, row)), None)
+    if first is None:
+        rows.append(row)
+    elif "median_s" in row:
+        first["one_call_s"] = row["median_s"]
 
 
 def summarise(rows: list[dict], matmul_tflops: float) -> dict:
@@ -551,20 +549,15 @@ def main(argv: list[str] | None = None) -> int:
             for r in sorted({copies(layer, dtype, mode, args.dry_run), 1}, reverse=True)
         ]
         if time.perf_counter() - start > args.budget:
-            rows += [dict(c.key(), skipped="time budget spent") for c in cases if c.copies > 1]
-            rows += [
-                dict(c.key(), skipped="time budget spent")
-                for c in cases
-                if c.copies == 1 and not any(_same_row(r, c.key()) for r in rows)
-            ]
+            for c in cases:
+                _add(rows, dict(c.key(), skipped="time budget spent"))
             continue
         t0 = time.perf_counter()
         compile_cases(cases, args.compile_threads)
         print(f"compiled {len(cases)} {dtype} rows in {time.perf_counter() - t0:.0f} s", flush=True)
         for case in cases:
             if case.error is None and time.perf_counter() - start > args.budget:
-                if not any(_same_row(r, case.key()) for r in rows):
-                    rows.append(dict(case.key(), skipped="time budget spent"))
+                _add(rows, dict(case.key(), skipped="time budget spent"))
                 continue
             if case.error is None:
                 try:
@@ -588,11 +581,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"x{case.copies:<2d} {shown}",
                 flush=True,
             )
-            merged = next((r for r in rows if _same_row(r, row)), None)
-            if merged is None:
-                rows.append(row)
-            else:  # the row's other timing: one convolution per call, or the copies
-                _merge(merged, row)
+            _add(rows, row)
 
     result = {
         "device": getattr(device, "device_kind", str(device)),
