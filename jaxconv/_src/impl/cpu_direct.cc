@@ -694,6 +694,67 @@ void nhwc_block(const Geom& g, const std::vector<Tap>& taps, float* y_row, int64
   }
 }
 
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+constexpr bool kAvx2Block = true;
+// nhwc_block for 6 columns x 16 channels on AVX2, written with intrinsics: the matmul
+// micro-kernel's step (two kernel vectors, six broadcast input values, twelve
+// multiply-adds in 15 of the 16 registers) one input channel at a time. GCC's code for
+// the vector-extension loop above needs two input channels per step to keep its operands
+// in registers (a step of one measured 2x slower, NOTES.md section 21); this is the step
+// the standalone GEMM of that section ran at 126-142 GFLOP/s. Interior and edge blocks
+// alike: a column whose input lies in the padding (or beyond np) reads `zeros` (Cg
+// floats) instead, so every tap is the same loop.
+inline void nhwc_block_avx2(const Geom& g, const std::vector<Tap>& taps, const float* zeros,
+                            float* y_row, int64_t ow0, int64_t np, int64_t ostep, int64_t grp,
+                            int64_t m0, bool stream) {
+  constexpr int P = 6;
+  const int64_t C = g.Cg * g.Gp, O = g.M * g.Gp;
+  const int64_t istep = g.sw * ostep / g.lw;
+  __m256 acc[P][2];
+  for (int p = 0; p < P; ++p) acc[p][0] = acc[p][1] = _mm256_setzero_ps();
+  const int64_t first = ow0 * g.sw - g.pw;
+  const int64_t panel = (grp * g.M + m0) * g.KD * g.KH * g.KW * g.Cg;
+  for (const Tap& t : taps) {
+    const float* row = t.x - t.kw * g.rw * C + grp * g.Cg;
+    int64_t q0 = first + t.kw * g.rw;
+    if (g.lw != 1) {
+      if (q0 % g.lw) continue;
+      q0 /= g.lw;
+    }
+    const float* xp[P];
+    bool any = false;
+    for (int p = 0; p < P; ++p) {
+      const int64_t q = q0 + p * istep;
+      const bool in = p < np && static_cast<uint64_t>(q) < static_cast<uint64_t>(g.W);
+      xp[p] = in ? row + q * C : zeros;
+      any |= in;
+    }
+    if (!any) continue;
+    const float* wt = t.w + panel;
+#pragma GCC unroll 4
+    for (int64_t ci = 0; ci < g.Cg; ++ci) {
+      const __m256 b0 = _mm256_loadu_ps(wt + ci * 16), b1 = _mm256_loadu_ps(wt + ci * 16 + 8);
+#pragma GCC unroll 6
+      for (int p = 0; p < P; ++p) {
+        const __m256 a = _mm256_broadcast_ss(xp[p] + ci);
+        acc[p][0] = _mm256_fmadd_ps(a, b0, acc[p][0]);
+        acc[p][1] = _mm256_fmadd_ps(a, b1, acc[p][1]);
+      }
+    }
+  }
+  float* yc = y_row + ow0 * O + grp * g.M + m0;
+  for (int p = 0; p < P && p < np; ++p) {
+    store_result(yc, acc[p][0], stream);
+    store_result(yc + 8, acc[p][1], stream);
+    yc = next(yc, ostep * O);
+  }
+}
+#else
+constexpr bool kAvx2Block = false;
+inline void nhwc_block_avx2(const Geom&, const std::vector<Tap>&, const float*, float*, int64_t,
+                            int64_t, int64_t, int64_t, int64_t, bool) {}
+#endif
+
 // Narrow rows (one phase: no input dilation, or one whose columns all read the input):
 // the block's pixels are `nrows` whole output rows from row0 (P / OW of them), so that
 // each kernel vector feeds up to P multiply-adds instead of OW (C3D conv5a's 7-wide rows:
@@ -766,6 +827,7 @@ void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w,
   const bool stream = L == 16 && rows * row_size * sizeof(float) > kStreamBytes &&
                       reinterpret_cast<uintptr_t>(y) % 64 == 0;
   const int64_t per_group = g.M / L, vectors = g.Gp * per_group;
+  const std::vector<float> zeros(kAvx2Block ? g.Cg : 0, 0.0f);
   // body(grp, m_lo, m_hi) for each group with output vectors (L channels of one group
   // each) among [v0, v1): its output channels [m_lo, m_hi)
   auto groups = [&](int64_t v0, int64_t v1, const auto& body) {
@@ -786,7 +848,9 @@ void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w,
           if (ow >= g.OW) break;
           const int64_t np = std::min<int64_t>((g.OW - ow + ostep - 1) / ostep, P);
           for (int64_t m0 = m_lo; m0 < m_hi; m0 += L) {
-            if (ostep == 1 && ow >= lo && ow + P <= hi)
+            if constexpr (kAvx2Block && L == 16 && P == 6)
+              nhwc_block_avx2(g, taps, zeros.data(), y_row, ow, np, ostep, grp, m0, stream);
+            else if (ostep == 1 && ow >= lo && ow + P <= hi)
               nhwc_block<L, P, CB, false>(g, taps, y_row, ow, P, 1, grp, m0, stream);
             else
               nhwc_block<L, P, CB, true>(g, taps, y_row, ow, np, ostep, grp, m0, stream);
@@ -866,6 +930,22 @@ template <int L, int CB, typename V = typename Chans<L>::V, int NV = Chans<L>::N
 __attribute__((always_inline)) inline void span_sums(V (&acc)[CB][NV], const float* xc,
                                                      const float* dc, int64_t count,
                                                      int64_t xstep, int64_t dstep) {
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+  if constexpr (L == 16) {
+    for (int64_t k = 0; k < count; ++k) {
+      const __m256 d0 = _mm256_loadu_ps(dc), d1 = _mm256_loadu_ps(dc + 8);
+#pragma GCC unroll 16
+      for (int c = 0; c < CB; ++c) {
+        const __m256 a = _mm256_broadcast_ss(xc + c);
+        acc[c][0] = _mm256_fmadd_ps(a, d0, acc[c][0]);
+        acc[c][1] = _mm256_fmadd_ps(a, d1, acc[c][1]);
+      }
+      xc += xstep;
+      dc += dstep;
+    }
+    return;
+  }
+#endif
   for (int64_t k = 0; k < count; ++k) {
     V d[NV];
     for (int v = 0; v < NV; ++v) d[v] = loadv<V>(dc + v * Chans<L>::VL);
@@ -876,6 +956,25 @@ __attribute__((always_inline)) inline void span_sums(V (&acc)[CB][NV], const flo
     dc = next(dc, dstep);
   }
 }
+
+// Calls f(std::integral_constant<int, B>(), ci0) for the input channels [ci0, ci0 + B) of
+// [0, Cg) in blocks of B, then once with the B' < B left over (where B does not divide
+// Cg).
+template <int B, typename F>
+void channel_blocks(int64_t Cg, const F& f) {
+  int64_t ci0 = 0;
+  for (; ci0 + B <= Cg; ci0 += B) f(std::integral_constant<int, B>(), ci0);
+  if constexpr (B > 1)
+    if (ci0 < Cg) {
+      if (Cg - ci0 == B - 1) return f(std::integral_constant<int, B - 1>(), ci0);
+      channel_blocks<B - 1>(Cg - ci0, [&](auto cb, int64_t c) { f(cb, ci0 + c); });
+    }
+}
+
+// Input channels per block of the channels-last kernel gradient: CB (which divides Cg),
+// or 6 with intrinsics on AVX2 (12 sums of 16 channels, the forward's 6 x 16 block).
+template <int L, int CB>
+constexpr int kKgradBlock = kAvx2Block && L == 16 ? 6 : CB;
 
 // Kernel gradient on the same layouts: dw[tap, ci, grp * M + m] = sum over output
 // positions of x[input position, grp * Cg + ci] * dy[position, grp * M + m].
@@ -897,17 +996,18 @@ void nhwc_kgrad_row(const Geom& g, const float* x, const float* dy, float* dw, i
       const int64_t count = std::min(tile, sp.count - k0);
       for (int64_t grp = 0; grp < g.Gp; ++grp)
         for (int64_t m0 = 0; m0 < g.M; m0 += L)
-          for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
-            V acc[CB][NV] = {};
-            span_sums<L, CB>(acc, x0 + grp * g.Cg + ci0, d0 + grp * g.M + m0, count,
-                             sp.istep * C, sp.ostep * O);
+          channel_blocks<kKgradBlock<L, CB>>(g.Cg, [&](auto cb, int64_t ci0) {
+            constexpr int B = decltype(cb)::value;
+            V acc[B][NV] = {};
+            span_sums<L, B>(acc, x0 + grp * g.Cg + ci0, d0 + grp * g.M + m0, count,
+                            sp.istep * C, sp.ostep * O);
             float* out = dw_tap + ci0 * O + grp * g.M + m0;
-            for (int c = 0; c < CB; ++c)
+            for (int c = 0; c < B; ++c)
               for (int v = 0; v < NV; ++v) {
                 float* o = out + c * O + v * VL;
                 storev(o, loadv<V>(o) + acc[c][v]);
               }
-          }
+          });
     }
   });
 }
@@ -1248,18 +1348,19 @@ void nhwc_kgrad_tap(const Geom& g, const float* x, const float* dy, float* dw, i
     const size_t r1 = std::min(rows.size(), r0 + per_tile);
     for (int64_t v = v0; v < v1; ++v) {
       const int64_t grp = v * L / g.M, m0 = v * L % g.M;
-      for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
-        V acc[CB][NV] = {};
+      channel_blocks<kKgradBlock<L, CB>>(g.Cg, [&](auto cb, int64_t ci0) {
+        constexpr int B = decltype(cb)::value;
+        V acc[B][NV] = {};
         for (size_t r = r0; r < r1; ++r)
-          span_sums<L, CB>(acc, rows[r].first + grp * g.Cg + ci0, rows[r].second + grp * g.M + m0,
-                           sp.count, sp.istep * C, sp.ostep * O);
+          span_sums<L, B>(acc, rows[r].first + grp * g.Cg + ci0, rows[r].second + grp * g.M + m0,
+                          sp.count, sp.istep * C, sp.ostep * O);
         float* out = dw_tap + ci0 * O + grp * g.M + m0;
-        for (int c = 0; c < CB; ++c)
+        for (int c = 0; c < B; ++c)
           for (int u = 0; u < NV; ++u) {
             float* o = out + c * O + u * VL;
             storev(o, r0 == 0 ? acc[c][u] : loadv<V>(o) + acc[c][u]);
           }
-      }
+      });
     }
   }
 }
