@@ -482,63 +482,71 @@ def test_vector_lanes_reports_the_compiled_width():
 
 
 @pytest.mark.parametrize("lanes", [8, 16])
-def test_wide_and_1d_dense_layers_skip_it_on_8_float_vectors(monkeypatch, lanes):
+def test_avx2_rule_sends_dense_layers_outside_its_block_elsewhere(monkeypatch, lanes):
     monkeypatch.setattr(cpu_direct, "vector_lanes", lambda: lanes)
     dn = ("NHWC", "HWIO", "NHWC")
 
-    def spec(cin, groups=1, window=(3, 3)):
+    def spec(cin, groups=1, window=(3, 3), out=128):
         return jaxconv.ConvSpec.create(
             (1, 8, 8, cin),
-            (*window, cin // groups, 128),
+            (*window, cin // groups, out),
             1,
             "SAME",
             dimension_numbers=dn,
             feature_group_count=groups,
         )
 
-    signal = jaxconv.ConvSpec.create(
-        (1, 64, 128), (3, 128, 128), 1, "SAME", dimension_numbers=("NWC", "WIO", "NWC")
+    def signal(out):
+        return jaxconv.ConvSpec.create(
+            (1, 64, 128), (3, 128, out), 1, "SAME", dimension_numbers=("NWC", "WIO", "NWC")
+        )
+
+    volume = jaxconv.ConvSpec.create(
+        (1, 4, 8, 8, 128),
+        (3, 3, 3, 128, 128),
+        1,
+        "SAME",
+        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
     )
-    wide = jaxconv.auto_order(spec(128), "cpu")
+    transposed = jaxconv.ConvSpec.create(
+        (1, 8, 8, 128),
+        (4, 4, 128, 64),
+        1,
+        ((2, 2), (2, 2)),
+        lhs_dilation=(2, 2),
+        dimension_numbers=dn,
+    )
+    # output channels a multiple of 16: the 6 x 16 block on AVX2, 16-float vectors alike
+    for blocked in (spec(128), signal(128), volume, transposed, spec(64, out=24)):
+        assert jaxconv.auto_order(blocked, "cpu")[0] == "cpu_direct"
+    pointwise = spec(128, window=(1, 1))
+    assert (jaxconv.auto_order(pointwise, "cpu")[0] == "cpu_direct") == (lanes == 16)
+    wide = jaxconv.auto_order(spec(128, out=136), "cpu")
     assert (wide[0] == "cpu_direct") == (lanes == 16)
     if lanes == 8:  # the XLA rules: lax's forward with taps' gradients for 2-D layers
         assert wide == ["xla_taps_grad", "xla"]
-        assert jaxconv.auto_order(spec(128, window=(1, 1)), "cpu")[0] == "xla_taps_grad"
+        assert jaxconv.auto_order(pointwise, "cpu") == ["xla_taps_grad", "xla"]
         # lax's own kernel gradient where taps' was measured slower or not at all
         # (3-D: 17x slower on C3D's conv5a; other dtypes)
-        volume = jaxconv.ConvSpec.create(
-            (1, 4, 8, 8, 128),
-            (3, 3, 3, 128, 128),
-            1,
-            "SAME",
-            dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+        half = spec(128, out=136).replace(
+            lhs_dtype=np.dtype(jnp.bfloat16), rhs_dtype=np.dtype(jnp.bfloat16)
         )
-        half = spec(128).replace(lhs_dtype=np.dtype(jnp.bfloat16), rhs_dtype=np.dtype(jnp.bfloat16))
-        for other in (volume, half):
-            assert jaxconv.auto_order(other, "cpu") == ["xla"]
-        # 1-D dense, wide or narrow: lax's forward, the C++ kernel gradient
+        assert jaxconv.auto_order(half, "cpu") == ["xla"]
+        assert jaxconv.auto_order(volume, "cpu")[1:] == ["xla"]
+        # 1-D dense outside the block, wide or narrow: lax's forward, the C++ kernel
+        # gradient
         narrow = jaxconv.ConvSpec.create(
-            (1, 64, 64), (2, 64, 64), 1, "CAUSAL", dimension_numbers=("NWC", "WIO", "NWC")
+            (1, 64, 64), (2, 64, 40), 1, "CAUSAL", dimension_numbers=("NWC", "WIO", "NWC")
         )
-        for other in (signal, narrow):
+        for other in (signal(136), narrow):
             assert jaxconv.auto_order(other, "cpu") == ["xla_direct_grad", "xla"]
-        # transposed: XLA's sub-pixel forward and input gradient, the C++ kernel gradient
-        transposed = jaxconv.ConvSpec.create(
-            (1, 8, 8, 128),
-            (4, 4, 128, 64),
-            1,
-            ((2, 2), (2, 2)),
-            lhs_dilation=(2, 2),
-            dimension_numbers=dn,
-        )
-        assert jaxconv.auto_order(transposed, "cpu") == [
+        # transposed: after cpu_direct, XLA's sub-pixel forward and input gradient with
+        # the C++ kernel gradient
+        assert jaxconv.auto_order(transposed, "cpu")[1:] == [
             "xla_direct_grad",
             "xla_taps_grad",
             "xla",
         ]
-    else:  # AVX-512: 1-D dense layers keep it
-        assert jaxconv.auto_order(signal, "cpu")[0] == "cpu_direct"
-    # narrower dense layers and every grouped or depthwise one keep it on both
     assert jaxconv.auto_order(spec(64), "cpu")[0] == "cpu_direct"
     assert jaxconv.auto_order(spec(128, groups=128), "cpu")[0] == "cpu_direct"
     assert jaxconv.auto_order(spec(512, groups=32), "cpu")[0] == "cpu_direct"

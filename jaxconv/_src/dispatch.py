@@ -87,10 +87,13 @@ def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
       layers; 1.01-54x and 1.06-36x on dense and transposed ones (ResNet-50,
       U-Net/DCGAN/MelGAN, WaveNet, C3D, a dense 31x31); where it declines (other
       dtypes, no compiler), the rules below. Built for 8-float vectors (AVX2, no
-      AVX-512), dense layers of >= 128 input channels and 1-D dense layers skip it
-      (the rules below: XLA's forward with taps' kernel gradient for 2-D and 1x1
-      layers, with ``cpu_direct``'s for transposed and 1-D ones, lax for 3-D ones;
-      NOTES.md sections 17, 20 and 21);
+      AVX-512), its 6 x 16 intrinsics block runs dense layers 1.0-2.1x faster than
+      lax forward and 1.3-2.2x forward+backward on ResNet-50's 3x3, U-Net/DCGAN/MelGAN,
+      WaveNet and C3D (NOTES.md section 22); there dense pointwise layers skip it, and
+      so do wide (>= 128 input channels) or 1-D dense layers whose output channels
+      are not a multiple of 16 (the rules below: XLA's forward with taps' kernel
+      gradient for 2-D and 1x1 layers, with ``cpu_direct``'s for transposed and 1-D
+      ones, lax for 3-D ones; NOTES.md sections 17, 20 and 21);
     * a window of at least 121 taps (11x11 and up): ``fft`` (RepLKNet's 31x31: 16-47x
       lax), then ``xla`` (integer inputs, which fft does not take);
     * feature groups of at most 8 input channels each (depthwise, ResNeXt stages 1-2):
@@ -123,27 +126,34 @@ def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
     return _xla_order(spec)
 
 
-#: Dense layers with at least this many input channels skip ``cpu_direct`` where its
-#: vectors are 8 floats (AVX2): there its forward measured 0.61-0.84x lax's on ResNet-50's
-#: 128-512-channel 3x3 layers and C3D's conv5a (NOTES.md section 17).
+#: Output channels per group that ``cpu_direct``'s AVX2 block computes at once (6 x 16,
+#: written with intrinsics): dense layers whose output channels are not a multiple of it
+#: run its portable loop there, which measured 0.61-0.84x lax's forward on wide
+#: (>= 128-channel) 2-D layers (NOTES.md section 17) and 0.7-1.5x on 1-D ones (section 21).
+AVX2_BLOCK_CHANNELS = 16
 NARROW_VECTOR_DENSE_CHANNELS = 128
 
 
 def _cpu_direct_first(spec: ConvSpec) -> bool:
-    """Whether ``cpu_direct`` leads the CPU order: every spec without batch groups, but
-    wide dense layers and 1-D dense layers only where the C++ loops have 16-float
-    vectors (AVX-512). On AVX2 its 1-D forward read 0.7-1.5x lax's across runs (WaveNet,
-    d512 0.7-0.8x in every one; NOTES.md section 21): those take lax's forward with its
-    kernel gradient instead (``xla_direct_grad``)."""
+    """Whether ``cpu_direct`` leads the CPU order: every spec without batch groups but,
+    where its vectors are 8 floats (AVX2), dense pointwise layers (XLA's dot each way
+    measured 1.0-1.4x faster, NOTES.md section 22) and dense layers that its 6 x 16
+    block does not take (output channels not a multiple of 16) when they are wide or
+    1-D."""
+    import math
+
     if spec.batch_group_count != 1:
         return False
-    signal = spec.nspatial == 1 and all(d == 1 for d in spec.lhs_dilation)
-    if spec.feature_group_count == 1 and (
-        signal or spec.rhs_in_features >= NARROW_VECTOR_DENSE_CHANNELS
-    ):
+    if spec.feature_group_count == 1:
         from jaxconv._src.impl import cpu_direct
 
-        return cpu_direct.vector_lanes() != 8
+        if cpu_direct.vector_lanes() != 8:
+            return True
+        if math.prod(spec.window) == 1:
+            return False
+        signal = spec.nspatial == 1 and all(d == 1 for d in spec.lhs_dilation)
+        wide = signal or spec.rhs_in_features >= NARROW_VECTOR_DENSE_CHANNELS
+        return not wide or spec.out_features % AVX2_BLOCK_CHANNELS == 0
     return True
 
 

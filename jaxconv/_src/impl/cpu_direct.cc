@@ -703,8 +703,10 @@ constexpr bool kAvx2Block = true;
 // in registers (a step of one measured 2x slower, NOTES.md section 21); this is the step
 // the standalone GEMM of that section ran at 126-142 GFLOP/s. Interior and edge blocks
 // alike: a column whose input lies in the padding (or beyond np) reads `zeros` (Cg
-// floats) instead, so every tap is the same loop.
-inline void nhwc_block_avx2(const Geom& g, const std::vector<Tap>& taps, const float* zeros,
+// floats) instead, so every tap is the same loop. CB (which divides Cg): input channels
+// per unrolled step (3 for RGB inputs: a tap's whole loop).
+template <int CB>
+void nhwc_block_avx2(const Geom& g, const std::vector<Tap>& taps, const float* zeros,
                             float* y_row, int64_t ow0, int64_t np, int64_t ostep, int64_t grp,
                             int64_t m0, bool stream) {
   constexpr int P = 6;
@@ -731,14 +733,18 @@ inline void nhwc_block_avx2(const Geom& g, const std::vector<Tap>& taps, const f
     }
     if (!any) continue;
     const float* wt = t.w + panel;
-#pragma GCC unroll 4
-    for (int64_t ci = 0; ci < g.Cg; ++ci) {
-      const __m256 b0 = _mm256_loadu_ps(wt + ci * 16), b1 = _mm256_loadu_ps(wt + ci * 16 + 8);
+#pragma GCC unroll 2
+    for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
+#pragma GCC unroll 16
+      for (int c = 0; c < CB; ++c) {
+        const int64_t ci = ci0 + c;
+        const __m256 b0 = _mm256_loadu_ps(wt + ci * 16), b1 = _mm256_loadu_ps(wt + ci * 16 + 8);
 #pragma GCC unroll 6
-      for (int p = 0; p < P; ++p) {
-        const __m256 a = _mm256_broadcast_ss(xp[p] + ci);
-        acc[p][0] = _mm256_fmadd_ps(a, b0, acc[p][0]);
-        acc[p][1] = _mm256_fmadd_ps(a, b1, acc[p][1]);
+        for (int p = 0; p < P; ++p) {
+          const __m256 a = _mm256_broadcast_ss(xp[p] + ci);
+          acc[p][0] = _mm256_fmadd_ps(a, b0, acc[p][0]);
+          acc[p][1] = _mm256_fmadd_ps(a, b1, acc[p][1]);
+        }
       }
     }
   }
@@ -751,7 +757,8 @@ inline void nhwc_block_avx2(const Geom& g, const std::vector<Tap>& taps, const f
 }
 #else
 constexpr bool kAvx2Block = false;
-inline void nhwc_block_avx2(const Geom&, const std::vector<Tap>&, const float*, float*, int64_t,
+template <int CB>
+void nhwc_block_avx2(const Geom&, const std::vector<Tap>&, const float*, float*, int64_t,
                             int64_t, int64_t, int64_t, int64_t, bool) {}
 #endif
 
@@ -811,6 +818,16 @@ void nhwc_rows_block(const Geom& g, const float* x, const float* w, float* y, in
     for (int v = 0; v < NV; ++v) store_result(yc + p * O + v * VL, acc[p][v], stream);
 }
 
+// Input channels per step in the channels-last forward (kernel vectors in registers,
+// see kNhwcColumns): with 16 registers and 16 channels (two registers a vector) two, one
+// register short (measured 1.1-1.9x faster than one step, NOTES.md section 17); the
+// AVX2 intrinsics block (nhwc_block_avx2) unrolls up to 4, or 3 for RGB inputs. In
+// nhwc_rows_block, at most 2 of 16 channels with 16 registers.
+template <int L>
+constexpr int kNhwcStep = kRegs >= 32 || L == 8 ? 8 : kAvx2Block ? 4 : 2;
+template <int L, int CB>
+constexpr int kRowsStep = kRegs >= 32 || L == 8 || CB <= 2 ? CB : CB % 2 ? 1 : 2;
+
 // Columns per channels-last forward block: P accumulators of L channels, CB kernel vectors
 // and a broadcast input value in the registers (AVX-512: 16 + 8 + 1 of 32; AVX2: 6 x 2 +
 // 2 x 2 + 1 or 6 + 8 + 1 of 16, about the 6 x 16 block of a matmul's micro-kernel).
@@ -849,7 +866,7 @@ void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w,
           const int64_t np = std::min<int64_t>((g.OW - ow + ostep - 1) / ostep, P);
           for (int64_t m0 = m_lo; m0 < m_hi; m0 += L) {
             if constexpr (kAvx2Block && L == 16 && P == 6)
-              nhwc_block_avx2(g, taps, zeros.data(), y_row, ow, np, ostep, grp, m0, stream);
+              nhwc_block_avx2<CB>(g, taps, zeros.data(), y_row, ow, np, ostep, grp, m0, stream);
             else if (ostep == 1 && ow >= lo && ow + P <= hi)
               nhwc_block<L, P, CB, false>(g, taps, y_row, ow, P, 1, grp, m0, stream);
             else
@@ -871,7 +888,7 @@ void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w,
     const int64_t row0 = unit * R, nrows = std::min(R, rows - row0);
     groups(v0, v1, [&](int64_t grp, int64_t m_lo, int64_t m_hi) {
       for (int64_t m0 = m_lo; m0 < m_hi; m0 += L)
-        nhwc_rows_block<L, P, CB>(g, x, w, y, row0, nrows, grp, m0, stream);
+        nhwc_rows_block<L, P, kRowsStep<L, CB>>(g, x, w, y, row0, nrows, grp, m0, stream);
     });
   };
   if (vectors * vector_bytes > kKernelRunsBytes) {
@@ -910,12 +927,6 @@ void with_channel_step(int64_t Cg, const F& f) {
   if constexpr (MAX >= 3) if (Cg % 3 == 0) return f(std::integral_constant<int, 3>());
   f(std::integral_constant<int, 1>());
 }
-
-// Input channels per step in the channels-last forward (see kNhwcColumns): with 16
-// registers and 16 channels (two registers a vector) two, one register short (measured
-// 1.1-1.9x faster than one step, NOTES.md section 17).
-template <int L>
-constexpr int kNhwcStep = kRegs >= 32 || L == 8 ? 8 : 2;
 
 template <int L, typename Pool>
 void nhwc_forward_cb(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
