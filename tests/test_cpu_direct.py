@@ -45,6 +45,8 @@ CASES = {
     "depthwise_1d_s3": ((2, 12, 40), (5, 1, 40), (3,), "SAME", 40, None, None),
     "grouped_3d": ((1, 5, 6, 7, 32), (3, 3, 3, 2, 32), (1, 1, 1), "SAME", 16, None, None),
     "depthwise_7x7": ((2, 9, 20, 17), (7, 7, 1, 17), (1, 1), "SAME", 17, None, None),
+    # 7 columns on rows of at most 14: the wide kernels' contiguous slices (ConvNeXt 14x14)
+    "depthwise_7x7_narrow_row": ((2, 9, 14, 24), (7, 7, 1, 24), (1, 1), "SAME", 24, None, None),
     # every register blocking of the C++ forward: lanes of 1-4 vectors, 1-16 outputs/group
     "depthwise_four_vectors": ((1, 5, 9, 64), (3, 3, 1, 64), (1, 1), "SAME", 64, None, None),
     "depthwise_three_vectors": ((1, 5, 9, 48), (3, 3, 1, 48), (2, 1), "VALID", 48, None, None),

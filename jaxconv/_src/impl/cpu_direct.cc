@@ -1032,7 +1032,7 @@ bool read_geom(ffi::Span<const int64_t> attr, Geom* g, bool channels_last) {
 }
 
 // Depthwise with a wide kernel (stride 1, no dilation, more than 7 columns: RepLKNet's
-// 31x31), one vector of groups at a time. In the lanes layout a vector's kernel taps
+// 31x31; 7 on narrow rows), one vector of groups at a time. In the lanes layout a vector's kernel taps
 // and input pixels sit Gp floats apart (2 KB for 512 groups): all in two of L1's sets
 // and a few of L2's, so every tap's kernel vector came from L3. Here a task gathers its
 // vector's kernel (KD*KH*KW*16 floats) and, per image, its input (D*H*W*16 floats)
@@ -1044,7 +1044,11 @@ inline bool depthwise_wide_applies(const Geom& g) {
   const bool plain = g.sd == 1 && g.sh == 1 && g.sw == 1 && g.rd == 1 && g.rh == 1 &&
                      g.rw == 1 && g.ld == 1 && g.lh == 1 && g.lw == 1;
   const int64_t slab = std::max(g.D * g.H * g.W, g.KD * g.KH * g.KW) * kLanes * 4;
-  return g.Cg * g.M == 1 && plain && g.KW > 7 && slab <= kWideSlabBytes;
+  // 7 columns where output rows are at most 14 wide (ConvNeXt's 14x14 stage: every
+  // sliding block of the row reads the padding; 1.2-2x faster at 96-384 channels, level
+  // at 768, and 0.6-0.7x on 21- and 28-wide rows: NOTES.md section 22)
+  const bool wide = g.KW > 7 || (g.KW == 7 && g.OW <= 2 * g.KW);
+  return g.Cg * g.M == 1 && plain && wide && slab <= kWideSlabBytes;
 }
 
 // acc[p] += the input row `xr` (W vectors) through the kernel row `wr` (KWp vectors, KW
