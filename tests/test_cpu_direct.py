@@ -184,6 +184,9 @@ CASES = {
     # 3 input features: the input gradient computes 8 outputs and keeps 3
     "dense_3_out_strided": ((2, 6, 7, 8), (3, 3, 8, 3), (2, 2), "SAME", 1, None, None),
     "dense_stem_3_in": ((1, 9, 10, 3), (7, 7, 3, 16), (2, 2), "SAME", 1, None, None),
+    # rows wide enough for interior blocks: a kernel row's taps as one run of channels
+    "dense_kernel_rows_merged": ((2, 5, 20, 6), (3, 3, 6, 32), (1, 1), "SAME", 1, None, None),
+    "dense_stem_rows_merged": ((1, 5, 30, 3), (7, 7, 3, 16), (2, 2), "SAME", 1, None, None),
     "dense_3d": ((1, 4, 5, 6, 8), (3, 3, 3, 8, 8), (1, 1, 1), "SAME", 1, None, None),
     # pointwise: the forward and input gradient one matmul each, the kernel gradient here
     "dense_pointwise": ((2, 5, 6, 16), (1, 1, 16, 8), (1, 1), "VALID", 1, None, None),

@@ -716,8 +716,40 @@ void nhwc_block_avx2(const Geom& g, const std::vector<Tap>& taps, const float* z
   for (int p = 0; p < P; ++p) acc[p][0] = acc[p][1] = _mm256_setzero_ps();
   const int64_t first = ow0 * g.sw - g.pw;
   const int64_t panel = (grp * g.M + m0) * g.KD * g.KH * g.KW * g.Cg;
-  for (const Tap& t : taps) {
+  // acc += the `count` input channels from each column's xp through the kernel from wt
+  auto accumulate = [&](const float* const(&xp)[P], const float* wt, int64_t count) {
+#pragma GCC unroll 2
+    for (int64_t ci0 = 0; ci0 < count; ci0 += CB) {
+#pragma GCC unroll 16
+      for (int c = 0; c < CB; ++c) {
+        const int64_t ci = ci0 + c;
+        const __m256 b0 = _mm256_loadu_ps(wt + ci * 16), b1 = _mm256_loadu_ps(wt + ci * 16 + 8);
+#pragma GCC unroll 6
+        for (int p = 0; p < P; ++p) {
+          const __m256 a = _mm256_broadcast_ss(xp[p] + ci);
+          acc[p][0] = _mm256_fmadd_ps(a, b0, acc[p][0]);
+          acc[p][1] = _mm256_fmadd_ps(a, b1, acc[p][1]);
+        }
+      }
+    }
+  };
+  // A dense kernel row whose taps all read the input for every column is one run of
+  // KW * Cg channels: consecutive input pixels and kernel taps are contiguous (the
+  // 7x7 RGB stem: 21 channels a run instead of 7 runs of 3).
+  const bool rows_merge = g.Gp == 1 && g.rw == 1 && g.lw == 1 && np == P;
+  const int64_t last = first + (P - 1) * istep + g.KW - 1;
+  const bool inside = rows_merge && first >= 0 && last < g.W;
+  for (size_t i = 0; i < taps.size();) {
+    const Tap& t = taps[i];
     const float* row = t.x - t.kw * g.rw * C + grp * g.Cg;
+    if (inside && t.kw == 0 && i + g.KW <= taps.size()) {
+      const float* xp[P];
+      for (int p = 0; p < P; ++p) xp[p] = row + (first + p * istep) * C;
+      accumulate(xp, t.w + panel, g.KW * g.Cg);
+      i += g.KW;
+      continue;
+    }
+    ++i;
     int64_t q0 = first + t.kw * g.rw;
     if (g.lw != 1) {
       if (q0 % g.lw) continue;
@@ -731,22 +763,7 @@ void nhwc_block_avx2(const Geom& g, const std::vector<Tap>& taps, const float* z
       xp[p] = in ? row + q * C : zeros;
       any |= in;
     }
-    if (!any) continue;
-    const float* wt = t.w + panel;
-#pragma GCC unroll 2
-    for (int64_t ci0 = 0; ci0 < g.Cg; ci0 += CB) {
-#pragma GCC unroll 16
-      for (int c = 0; c < CB; ++c) {
-        const int64_t ci = ci0 + c;
-        const __m256 b0 = _mm256_loadu_ps(wt + ci * 16), b1 = _mm256_loadu_ps(wt + ci * 16 + 8);
-#pragma GCC unroll 6
-        for (int p = 0; p < P; ++p) {
-          const __m256 a = _mm256_broadcast_ss(xp[p] + ci);
-          acc[p][0] = _mm256_fmadd_ps(a, b0, acc[p][0]);
-          acc[p][1] = _mm256_fmadd_ps(a, b1, acc[p][1]);
-        }
-      }
-    }
+    if (any) accumulate(xp, t.w + panel, g.Cg);
   }
   float* yc = y_row + ow0 * O + grp * g.M + m0;
   for (int p = 0; p < P && p < np; ++p) {
