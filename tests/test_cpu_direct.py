@@ -524,7 +524,9 @@ def test_avx2_rule_sends_dense_layers_outside_its_block_elsewhere(monkeypatch, l
     # output channels a multiple of 16: the 6 x 16 block on AVX2, 16-float vectors alike
     for blocked in (spec(128), signal(128), volume, transposed, spec(64, out=24)):
         assert jaxconv.auto_order(blocked, "cpu")[0] == "cpu_direct"
-    pointwise = spec(128, window=(1, 1))
+    # pointwise: cpu_direct up to 512 KB of kernel; larger ones XLA's dot each way on AVX2
+    assert jaxconv.auto_order(spec(256, window=(1, 1), out=512), "cpu")[0] == "cpu_direct"
+    pointwise = spec(1024, window=(1, 1), out=256)
     assert (jaxconv.auto_order(pointwise, "cpu")[0] == "cpu_direct") == (lanes == 16)
     wide = jaxconv.auto_order(spec(128, out=136), "cpu")
     assert (wide[0] == "cpu_direct") == (lanes == 16)

@@ -89,8 +89,8 @@ def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
       dtypes, no compiler), the rules below. Built for 8-float vectors (AVX2, no
       AVX-512), its 6 x 16 intrinsics block runs dense layers 1.0-2.1x faster than
       lax forward and 1.3-2.2x forward+backward on ResNet-50's 3x3, U-Net/DCGAN/MelGAN,
-      WaveNet and C3D (NOTES.md section 22); there dense pointwise layers skip it, and
-      so do wide (>= 128 input channels) or 1-D dense layers whose output channels
+      WaveNet and C3D (NOTES.md section 22); there dense pointwise layers with kernels
+      over 512 KB skip it, and so do wide (>= 128 input channels) or 1-D dense layers whose output channels
       are not a multiple of 16 (the rules below: XLA's forward with taps' kernel
       gradient for 2-D and 1x1 layers, with ``cpu_direct``'s for transposed and 1-D
       ones, lax for 3-D ones; NOTES.md sections 17, 20 and 21);
@@ -132,14 +132,20 @@ def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
 #: (>= 128-channel) 2-D layers (NOTES.md section 17) and 0.7-1.5x on 1-D ones (section 21).
 AVX2_BLOCK_CHANNELS = 16
 NARROW_VECTOR_DENSE_CHANNELS = 128
+#: Dense pointwise layers with kernels larger than this skip ``cpu_direct`` on AVX2: its
+#: kernel gradient then splits over the result (``kSplitResultBytes`` in
+#: ``cpu_direct.cc``) and XLA's dot each way was 1.0-1.4x faster on ResNet-50's 1x1
+#: layers of 1-4 MB; at 14-256 KB ``cpu_direct`` was level or 1.1-1.5x faster (NOTES.md
+#: section 22).
+AVX2_POINTWISE_KERNEL_BYTES = 512 << 10
 
 
 def _cpu_direct_first(spec: ConvSpec) -> bool:
     """Whether ``cpu_direct`` leads the CPU order: every spec without batch groups but,
-    where its vectors are 8 floats (AVX2), dense pointwise layers (XLA's dot each way
-    measured 1.0-1.4x faster, NOTES.md section 22) and dense layers that its 6 x 16
-    block does not take (output channels not a multiple of 16) when they are wide or
-    1-D."""
+    where its vectors are 8 floats (AVX2), dense pointwise layers with kernels over
+    512 KB (XLA's dot each way measured 1.0-1.4x faster, NOTES.md section 22) and dense
+    layers that its 6 x 16 block does not take (output channels not a multiple of 16)
+    when they are wide or 1-D."""
     import math
 
     if spec.batch_group_count != 1:
@@ -150,7 +156,8 @@ def _cpu_direct_first(spec: ConvSpec) -> bool:
         if cpu_direct.vector_lanes() != 8:
             return True
         if math.prod(spec.window) == 1:
-            return False
+            kernel_bytes = spec.rhs_in_features * spec.out_features * spec.rhs_dtype.itemsize
+            return kernel_bytes <= AVX2_POINTWISE_KERNEL_BYTES
         signal = spec.nspatial == 1 and all(d == 1 for d in spec.lhs_dilation)
         wide = signal or spec.rhs_in_features >= NARROW_VECTOR_DENSE_CHANNELS
         return not wide or spec.out_features % AVX2_BLOCK_CHANNELS == 0

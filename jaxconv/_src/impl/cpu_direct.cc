@@ -707,8 +707,8 @@ constexpr bool kAvx2Block = true;
 // per unrolled step (3 for RGB inputs: a tap's whole loop).
 template <int CB>
 void nhwc_block_avx2(const Geom& g, const std::vector<Tap>& taps, const float* zeros,
-                            float* y_row, int64_t ow0, int64_t np, int64_t ostep, int64_t grp,
-                            int64_t m0, bool stream) {
+                     float* y_row, int64_t ow0, int64_t np, int64_t ostep, int64_t grp,
+                     int64_t m0, bool stream) {
   constexpr int P = 6;
   const int64_t C = g.Cg * g.Gp, O = g.M * g.Gp;
   const int64_t istep = g.sw * ostep / g.lw;
@@ -736,13 +736,13 @@ void nhwc_block_avx2(const Geom& g, const std::vector<Tap>& taps, const float* z
   // A dense kernel row whose taps all read the input for every column is one run of
   // KW * Cg channels: consecutive input pixels and kernel taps are contiguous (the
   // 7x7 RGB stem: 21 channels a run instead of 7 runs of 3).
-  const bool rows_merge = g.Gp == 1 && g.rw == 1 && g.lw == 1 && np == P;
-  const int64_t last = first + (P - 1) * istep + g.KW - 1;
-  const bool inside = rows_merge && first >= 0 && last < g.W;
+  const int64_t last = first + (P - 1) * istep + g.KW - 1;  // the last column's last tap
+  const bool whole_rows = g.Gp == 1 && g.rw == 1 && g.lw == 1 && np == P && first >= 0 &&
+                          last < g.W;
   for (size_t i = 0; i < taps.size();) {
     const Tap& t = taps[i];
     const float* row = t.x - t.kw * g.rw * C + grp * g.Cg;
-    if (inside && t.kw == 0 && i + g.KW <= taps.size()) {
+    if (whole_rows && t.kw == 0 && i + g.KW <= taps.size()) {
       const float* xp[P];
       for (int p = 0; p < P; ++p) xp[p] = row + (first + p * istep) * C;
       accumulate(xp, t.w + panel, g.KW * g.Cg);
@@ -776,7 +776,7 @@ void nhwc_block_avx2(const Geom& g, const std::vector<Tap>& taps, const float* z
 constexpr bool kAvx2Block = false;
 template <int CB>
 void nhwc_block_avx2(const Geom&, const std::vector<Tap>&, const float*, float*, int64_t,
-                            int64_t, int64_t, int64_t, int64_t, bool) {}
+                     int64_t, int64_t, int64_t, int64_t, bool) {}
 #endif
 
 // Narrow rows (one phase: no input dilation, or one whose columns all read the input):
