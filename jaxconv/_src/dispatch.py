@@ -90,10 +90,10 @@ def auto_order(spec: ConvSpec, platform: str | None = None) -> list[str]:
       AVX-512), its 6 x 16 intrinsics block runs dense layers 1.0-2.1x faster than
       lax forward and 1.3-2.2x forward+backward on ResNet-50's 3x3, U-Net/DCGAN/MelGAN,
       WaveNet and C3D (NOTES.md section 22); there dense pointwise layers with kernels
-      over 512 KB skip it, and so do wide (>= 128 input channels) or 1-D dense layers whose output channels
-      are not a multiple of 16 (the rules below: XLA's forward with taps' kernel
-      gradient for 2-D and 1x1 layers, with ``cpu_direct``'s for transposed and 1-D
-      ones, lax for 3-D ones; NOTES.md sections 17, 20 and 21);
+      over 512 KB skip it, and so do wide (>= 128 input channels) or 1-D dense layers
+      whose output channels are not a multiple of 16 (the rules below: XLA's forward
+      with taps' kernel gradient for 2-D and 1x1 layers, with ``cpu_direct``'s for
+      transposed and 1-D ones, lax for 3-D ones; NOTES.md sections 17, 20 and 21);
     * a window of at least 121 taps (11x11 and up): ``fft`` (RepLKNet's 31x31: 16-47x
       lax), then ``xla`` (integer inputs, which fft does not take);
     * feature groups of at most 8 input channels each (depthwise, ResNeXt stages 1-2):

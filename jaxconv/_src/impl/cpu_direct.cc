@@ -958,22 +958,6 @@ template <int L, int CB, typename V = typename Chans<L>::V, int NV = Chans<L>::N
 __attribute__((always_inline)) inline void span_sums(V (&acc)[CB][NV], const float* xc,
                                                      const float* dc, int64_t count,
                                                      int64_t xstep, int64_t dstep) {
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
-  if constexpr (L == 16) {
-    for (int64_t k = 0; k < count; ++k) {
-      const __m256 d0 = _mm256_loadu_ps(dc), d1 = _mm256_loadu_ps(dc + 8);
-#pragma GCC unroll 16
-      for (int c = 0; c < CB; ++c) {
-        const __m256 a = _mm256_broadcast_ss(xc + c);
-        acc[c][0] = _mm256_fmadd_ps(a, d0, acc[c][0]);
-        acc[c][1] = _mm256_fmadd_ps(a, d1, acc[c][1]);
-      }
-      xc += xstep;
-      dc += dstep;
-    }
-    return;
-  }
-#endif
   for (int64_t k = 0; k < count; ++k) {
     V d[NV];
     for (int v = 0; v < NV; ++v) d[v] = loadv<V>(dc + v * Chans<L>::VL);
@@ -1000,7 +984,8 @@ void channel_blocks(int64_t Cg, const F& f) {
 }
 
 // Input channels per block of the channels-last kernel gradient: CB (which divides Cg),
-// or 6 with intrinsics on AVX2 (12 sums of 16 channels, the forward's 6 x 16 block).
+// or 6 on AVX2 with 16 channels (12 sums, the forward's 6 x 16 block; 1.4-1.7x faster
+// than 4, NOTES.md section 22).
 template <int L, int CB>
 constexpr int kKgradBlock = kAvx2Block && L == 16 ? 6 : CB;
 
