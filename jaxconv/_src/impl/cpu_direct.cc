@@ -783,6 +783,25 @@ void nhwc_block_avx2(const Geom&, const std::vector<Tap>&, const float*, float*,
                      int64_t, int64_t, int64_t, int64_t, bool) {}
 #endif
 
+// Block bi of a phase's `count` output columns, [*c0, *c0 + *np); false past the last.
+// Blocks of P columns; with EVEN (the AVX2 block) a remainder of at most P / 2 columns
+// shares the last two blocks evenly: 32 columns as 6, 6, 6, 6, 4, 4, not 6, 6, 6, 6, 6, 2
+// (the 2-column block's 4 sums are too few chains to keep both FMA units busy).
+template <int P, bool EVEN>
+inline bool column_block(int64_t count, int64_t bi, int64_t* c0, int64_t* np) {
+  const int64_t full = count / P, rest = count % P;
+  if (!EVEN || rest == 0 || rest > P / 2 || full == 0 || bi < full - 1) {
+    *c0 = bi * P;
+    *np = std::min<int64_t>(count - *c0, P);
+    return *c0 < count;
+  }
+  if (bi > full) return false;
+  const int64_t first = (P + rest + 1) / 2;  // the last two blocks: first, then the rest
+  *c0 = (full - 1) * P + (bi == full ? first : 0);
+  *np = bi == full ? P + rest - first : first;
+  return true;
+}
+
 // Calls f(std::integral_constant<int, n>()) for 1 <= n <= MAX.
 template <int MAX, typename F>
 void with_columns(int64_t n, const F& f) {
@@ -1011,11 +1030,14 @@ void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w,
     float* y_row = y + row * row_size;
     const int64_t phases = std::min(ostep, g.OW);
     groups(v0, v1, [&](int64_t grp, int64_t m_lo, int64_t m_hi) {
-      for (int64_t j = 0; j * ostep < g.OW; j += P)
+      for (int64_t bi = 0, any = 1; any; ++bi) {
+        any = 0;
         for (int64_t r = 0; r < phases; ++r) {
-          const int64_t ow = r + j * ostep;
-          if (ow >= g.OW) break;
-          const int64_t np = std::min<int64_t>((g.OW - ow + ostep - 1) / ostep, P);
+          int64_t c0, np;  // the block's columns of this phase
+          if (!column_block<P, kAvx2Block && L == 16>((g.OW - r + ostep - 1) / ostep, bi, &c0, &np))
+            continue;
+          any = 1;
+          const int64_t ow = r + c0 * ostep;
           for (int64_t m0 = m_lo; m0 < m_hi; m0 += L) {
             if constexpr (kAvx2Block && L == 16 && P == 6) {
               if (np == P)
@@ -1031,6 +1053,7 @@ void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w,
               nhwc_block<L, P, CB, true>(g, taps, y_row, ow, np, ostep, grp, m0, stream);
           }
         }
+      }
     });
   };
   // Rows per unit of work: R whole rows per block where rows are narrow and a vector's
