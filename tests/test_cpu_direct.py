@@ -195,10 +195,11 @@ CASES = {
     "dense_large_kernel": ((2, 12, 5, 128), (3, 3, 128, 128), (1, 1), "SAME", 1, None, None),
     # 8-16 channels per group on AVX2: each group's image copied to a contiguous plane
     # (2 x 5 blocks of 8 channels on 14 columns, odd rows; odd group counts, column
-    # stride 2 and crops; row dilation; 1-D)
+    # stride 2 and crops; row dilation; 1-D), where images x groups give each of 2
+    # threads two tasks
     "grouped_plane_8_per_group": ((2, 7, 14, 64), (3, 3, 8, 64), (1, 1), "SAME", 8, None, None),
     "grouped_plane_odd_groups_crops": (
-        (1, 6, 9, 24),
+        (3, 6, 9, 24),
         (3, 3, 8, 24),
         (1, 2),
         ((2, 0), (1, -1)),
@@ -206,7 +207,7 @@ CASES = {
         None,
         None,
     ),
-    "grouped_plane_row_dilated": ((1, 8, 8, 32), (3, 3, 16, 32), (1, 1), "SAME", 2, (2, 1), None),
+    "grouped_plane_row_dilated": ((4, 8, 8, 32), (3, 3, 16, 32), (1, 1), "SAME", 2, (2, 1), None),
     "grouped_plane_1d": ((2, 20, 32), (3, 8, 32), (1,), "SAME", 4, None, None),
     "grouped_large_kernel_input_dilated": (
         (1, 5, 4, 256),

@@ -1495,7 +1495,10 @@ void run_kernel_grad(Pool& pool, const Geom& g, const float* xp, const float* dp
 template <typename Pool>
 void run_forward_nhwc(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
 #if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
-  if (plane_applies(g)) return plane_forward(pool, g, x, w, y);
+  // (with at least two of its tasks, an image and pair of groups each, per thread: else
+  // the rows' loop, split over the rows)
+  if (plane_applies(g) && g.N * g.Gp >= 4 * pool.num_threads())
+    return plane_forward(pool, g, x, w, y);
 #endif
   if (g.M % 16 == 0)
     nhwc_forward_cb<16>(pool, g, x, w, y);
