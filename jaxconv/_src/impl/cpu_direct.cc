@@ -776,11 +776,144 @@ void nhwc_block_avx2(const Geom& g, const std::vector<Tap>& taps, const float* z
     yc = next(yc, ostep * O);
   }
 }
+
+// Grouped layers with 8 or 16 channels per group on AVX2, one group's image at a time
+// (ResNeXt's 3x3 stages). In the operands' layout a group's input is 32-64 bytes per pixel,
+// 1-2 KB apart: every pixel of the image in the same 2-4 sets of L1. Here each task copies
+// its group's input, padding included, into a contiguous plane (H + pads) x (W + pads) x Cg,
+// and computes every output of the group from it: no edge checks, and a kernel row read
+// through by every column of a block is one run of KW * Cg channels. Blocks of R rows x P
+// columns x L channels (12 sums: 2 x 6 x 8 or 1 x 6 x 16; 5 columns on rows where 6 would
+// waste more), one kernel load and 12 broadcasts a step. Measured on the Zen 3 (NOTES.md
+// section 23): ResNeXt's 28x28 forward 1.6x, its 14x14 one 1.2-1.35x; the same plane for
+// the kernel gradient was slower than the rows' loop (0.8-0.9x) and is not used.
+
+// buf = group grp's channels of image n, rows and columns from the low pads' (-ph, -pw):
+// Hb x Wb pixels of CG floats, zeros outside the input.
+template <int CG>
+void pack_plane(const Geom& g, const float* x, int64_t n, int64_t grp, int64_t Hb, int64_t Wb,
+                std::vector<float>* buf) {
+  const int64_t C = CG * g.Gp;
+  buf->assign(Hb * Wb * CG, 0.0f);
+  for (int64_t r = 0; r < Hb; ++r) {
+    const int64_t ih = r - g.ph;
+    if (ih < 0 || ih >= g.H) continue;
+    const float* xr = x + ((n * g.H + ih) * g.W) * C + grp * CG;
+    float* br = buf->data() + r * Wb * CG;
+    for (int64_t c = std::max<int64_t>(0, g.pw); c < Wb && c - g.pw < g.W; ++c)
+      std::memcpy(br + c * CG, xr + (c - g.pw) * C, CG * sizeof(float));
+  }
+}
+
+// The plane's rows and columns for blocks of R rows x P columns (the last blocks read
+// past the output's edge, into zeros).
+inline void plane_extent(const Geom& g, int64_t R, int64_t P, int64_t* Hb, int64_t* Wb) {
+  const int64_t OHb = (g.OH + R - 1) / R * R, OWb = (g.OW + P - 1) / P * P;
+  *Hb = (OHb - 1) * g.sh + (g.KH - 1) * g.rh + 1;
+  *Wb = (OWb - 1) * g.sw + g.KW;
+}
+
+template <int L, int CG, int SW, int P>
+void plane_group(const Geom& g, const float* x, const float* w, float* y, int64_t n,
+                 int64_t grp, std::vector<float>* buf) {
+  constexpr int R = L == 8 ? 2 : 1, NV = L / 8;
+  const int64_t C = CG * g.Gp, O = g.M * g.Gp;
+  int64_t Hb, Wb;
+  plane_extent(g, R, P, &Hb, &Wb);
+  pack_plane<CG>(g, x, n, grp, Hb, Wb, buf);
+  const int64_t run = g.KW * CG;  // one kernel row, taps and channels
+  for (int64_t m0 = 0; m0 < g.M; m0 += L) {
+    const float* wp = w + (grp * g.M + m0) * g.KH * g.KW * CG;  // the panel
+    for (int64_t oh0 = 0; oh0 < g.OH; oh0 += R)
+      for (int64_t ow0 = 0; ow0 < g.OW; ow0 += P) {
+        __m256 acc[R * P][NV];
+        for (int i = 0; i < R * P; ++i)
+          for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_setzero_ps();
+        for (int64_t kh = 0; kh < g.KH; ++kh) {
+          const float* xr[R];
+          for (int r = 0; r < R; ++r)
+            xr[r] = buf->data() + (((oh0 + r) * g.sh + kh * g.rh) * Wb + ow0 * SW) * CG;
+          const float* wk = wp + kh * run * L;
+#pragma GCC unroll 1
+          for (int64_t k0 = 0; k0 < run; k0 += CG) {
+#pragma GCC unroll 16
+            for (int c = 0; c < CG; ++c) {
+              const int64_t k = k0 + c;
+              __m256 b[NV];
+              for (int v = 0; v < NV; ++v) b[v] = _mm256_loadu_ps(wk + k * L + v * 8);
+#pragma GCC unroll 12
+              for (int i = 0; i < R * P; ++i) {  // R * P <= 12
+                const __m256 a = _mm256_broadcast_ss(xr[i / P] + (i % P) * SW * CG + k);
+                for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_fmadd_ps(a, b[v], acc[i][v]);
+              }
+            }
+          }
+        }
+        for (int r = 0; r < R && oh0 + r < g.OH; ++r) {
+          float* yr = y + ((n * g.OH + oh0 + r) * g.OW + ow0) * O + grp * g.M + m0;
+          for (int p = 0; p < P && ow0 + p < g.OW; ++p)
+            for (int v = 0; v < NV; ++v) _mm256_storeu_ps(yr + p * O + v * 8, acc[r * P + p][v]);
+        }
+      }
+  }
+}
+
+// Whether plane_forward computes this layer: 2-D, no input dilation or kernel column
+// dilation, stride 1-2 along the rows, 8 or 16 channels per group, a plane of at most
+// 256 KB (half of the Zen 3's L2).
+inline bool plane_applies(const Geom& g) {
+  if (g.Gp < 2 || g.D != 1 || g.OD != 1 || g.KD != 1 || g.lh != 1 || g.lw != 1 || g.rw != 1)
+    return false;
+  if (!(g.Cg == 8 || g.Cg == 16) || g.M % 8 || !(g.sw == 1 || g.sw == 2)) return false;
+  int64_t Hb, Wb;
+  plane_extent(g, 2, 6, &Hb, &Wb);  // the largest blocks plane_forward takes
+  return Hb * Wb * g.Cg * sizeof(float) <= (256 << 10);
+}
+
+// One task per image and pair of groups (the two halves of each 64-byte output line
+// written by one thread).
+template <typename Pool>
+void plane_forward(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
+  // 5 columns a block where 6 would compute 10% more columns than 5 (14-column rows: 18
+  // against 15)
+  const bool five = (g.OW + 4) / 5 * 5 * 10 < (g.OW + 5) / 6 * 6 * 9;
+  auto with_shape = [&](auto l, auto cg, auto sw) {
+    constexpr int L = decltype(l)::value, CG = decltype(cg)::value, SW = decltype(sw)::value;
+    const int64_t per = g.Gp % 2 ? 1 : 2, units = g.N * (g.Gp / per);
+    parallel_for(pool, units, [&](int64_t u) {
+      thread_local std::vector<float> buf;
+      const int64_t n = u / (g.Gp / per), grp0 = u % (g.Gp / per) * per;
+      for (int64_t grp = grp0; grp < grp0 + per; ++grp) {
+        if (five)
+          plane_group<L, CG, SW, 5>(g, x, w, y, n, grp, &buf);
+        else
+          plane_group<L, CG, SW, 6>(g, x, w, y, n, grp, &buf);
+      }
+    });
+  };
+  using I8 = std::integral_constant<int, 8>;
+  using I16 = std::integral_constant<int, 16>;
+  using S1 = std::integral_constant<int, 1>;
+  using S2 = std::integral_constant<int, 2>;
+  auto with_cg = [&](auto l) {
+    if (g.Cg == 8) {
+      if (g.sw == 1) return with_shape(l, I8(), S1());
+      return with_shape(l, I8(), S2());
+    }
+    if (g.sw == 1) return with_shape(l, I16(), S1());
+    with_shape(l, I16(), S2());
+  };
+  if (g.M % 16 == 0) return with_cg(I16());
+  with_cg(I8());
+}
 #else
 constexpr bool kAvx2Block = false;
 template <int CB, int P = 6>
 void nhwc_block_avx2(const Geom&, const std::vector<Tap>&, const float*, float*, int64_t,
                      int64_t, int64_t, int64_t, int64_t, bool) {}
+inline bool plane_applies(const Geom&) { return false; }
+template <typename Pool>
+void plane_forward(Pool&, const Geom&, const float*, const float*, float*) {}
 #endif
 
 // Block bi of a phase's `count` output columns, [*c0, *c0 + *np); false past the last.
@@ -866,129 +999,6 @@ void nhwc_rows_block(const Geom& g, const float* x, const float* w, float* y, in
     for (int v = 0; v < NV; ++v) store_result(yc + p * O + v * VL, acc[p][v], stream);
 }
 
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
-// Grouped layers with 8 or 16 channels per group on AVX2, one group's image at a time
-// (ResNeXt's 3x3 stages). In the operands' layout a group's input is 32-64 bytes per pixel,
-// 1-2 KB apart: every pixel of the image in the same 2-4 sets of L1. Here each task copies
-// its group's input, padding included, into a contiguous plane (H + pads) x (W + pads) x Cg,
-// and computes every output of the group from it: no edge checks, and a kernel row read
-// through by every column of a block is one run of KW * Cg channels. Blocks of R rows x P
-// columns x L channels (12 sums: 2 x 6 x 8 or 1 x 6 x 16; 5 columns on rows where 6 would
-// waste more), one kernel load and 12 broadcasts a step. Measured on the Zen 3 (NOTES.md
-// section 23): ResNeXt's 28x28 forward 1.6x, its 14x14 one 1.2-1.35x; the same plane for
-// the kernel gradient was slower than the rows' loop (0.8-0.9x) and is not used.
-
-// buf = group grp's channels of image n, rows and columns from the low pads' (-ph, -pw):
-// Hb x Wb pixels of CG floats, zeros outside the input.
-template <int CG>
-void pack_plane(const Geom& g, const float* x, int64_t n, int64_t grp, int64_t Hb, int64_t Wb,
-                std::vector<float>* buf) {
-  const int64_t C = CG * g.Gp;
-  buf->assign(Hb * Wb * CG, 0.0f);
-  for (int64_t r = 0; r < Hb; ++r) {
-    const int64_t ih = r - g.ph;
-    if (ih < 0 || ih >= g.H) continue;
-    const float* xr = x + ((n * g.H + ih) * g.W) * C + grp * CG;
-    float* br = buf->data() + r * Wb * CG;
-    for (int64_t c = std::max<int64_t>(0, g.pw); c < Wb && c - g.pw < g.W; ++c)
-      std::memcpy(br + c * CG, xr + (c - g.pw) * C, CG * sizeof(float));
-  }
-}
-
-template <int L, int CG, int SW, int P>
-void plane_group(const Geom& g, const float* x, const float* w, float* y, int64_t n,
-                 int64_t grp, std::vector<float>* buf) {
-  constexpr int R = L == 8 ? 2 : 1, NV = L / 8;
-  const int64_t C = CG * g.Gp, O = g.M * g.Gp;
-  const int64_t OHb = (g.OH + R - 1) / R * R, OWb = (g.OW + P - 1) / P * P;
-  const int64_t Hb = (OHb - 1) * g.sh + (g.KH - 1) * g.rh + 1, Wb = (OWb - 1) * SW + g.KW;
-  pack_plane<CG>(g, x, n, grp, Hb, Wb, buf);
-  const int64_t run = g.KW * CG;  // one kernel row, taps and channels
-  for (int64_t m0 = 0; m0 < g.M; m0 += L) {
-    const float* wp = w + (grp * g.M + m0) * g.KH * g.KW * CG;  // the panel
-    for (int64_t oh0 = 0; oh0 < g.OH; oh0 += R)
-      for (int64_t ow0 = 0; ow0 < g.OW; ow0 += P) {
-        __m256 acc[R * P][NV];
-        for (int i = 0; i < R * P; ++i)
-          for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_setzero_ps();
-        for (int64_t kh = 0; kh < g.KH; ++kh) {
-          const float* xr[R];
-          for (int r = 0; r < R; ++r)
-            xr[r] = buf->data() + (((oh0 + r) * g.sh + kh * g.rh) * Wb + ow0 * SW) * CG;
-          const float* wk = wp + kh * run * L;
-#pragma GCC unroll 1
-          for (int64_t k0 = 0; k0 < run; k0 += CG) {
-#pragma GCC unroll 16
-            for (int c = 0; c < CG; ++c) {
-              const int64_t k = k0 + c;
-              __m256 b[NV];
-              for (int v = 0; v < NV; ++v) b[v] = _mm256_loadu_ps(wk + k * L + v * 8);
-#pragma GCC unroll 12
-              for (int i = 0; i < R * P; ++i) {  // R * P <= 12
-                const __m256 a = _mm256_broadcast_ss(xr[i / P] + (i % P) * SW * CG + k);
-                for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_fmadd_ps(a, b[v], acc[i][v]);
-              }
-            }
-          }
-        }
-        for (int r = 0; r < R && oh0 + r < g.OH; ++r) {
-          float* yr = y + ((n * g.OH + oh0 + r) * g.OW + ow0) * O + grp * g.M + m0;
-          for (int p = 0; p < P && ow0 + p < g.OW; ++p)
-            for (int v = 0; v < NV; ++v) _mm256_storeu_ps(yr + p * O + v * 8, acc[r * P + p][v]);
-        }
-      }
-  }
-}
-
-// Whether plane_forward computes this layer: 2-D, no input dilation or kernel column
-// dilation, stride 1-2 along the rows, 8 or 16 channels per group, a plane of at most
-// 256 KB (half of the Zen 3's L2).
-inline bool plane_applies(const Geom& g) {
-  if (g.Gp < 2 || g.D != 1 || g.OD != 1 || g.KD != 1 || g.lh != 1 || g.lw != 1 || g.rw != 1)
-    return false;
-  if (!(g.Cg == 8 || g.Cg == 16) || g.M % 8 || !(g.sw == 1 || g.sw == 2)) return false;
-  const int64_t Hb = (g.OH + 1) * g.sh + (g.KH - 1) * g.rh + 1, Wb = (g.OW + 5) * g.sw + g.KW;
-  return Hb * Wb * g.Cg * sizeof(float) <= (256 << 10);
-}
-
-// One task per image and pair of groups (the two halves of each 64-byte output line
-// written by one thread).
-template <typename Pool>
-void plane_forward(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
-  // 5 columns a block where 6 would compute 10% more columns than 5 (14-column rows: 18
-  // against 15)
-  const bool five = (g.OW + 4) / 5 * 5 * 10 < (g.OW + 5) / 6 * 6 * 9;
-  auto with_shape = [&](auto l, auto cg, auto sw) {
-    constexpr int L = decltype(l)::value, CG = decltype(cg)::value, SW = decltype(sw)::value;
-    const int64_t per = g.Gp % 2 ? 1 : 2, units = g.N * (g.Gp / per);
-    parallel_for(pool, units, [&](int64_t u) {
-      thread_local std::vector<float> buf;
-      const int64_t n = u / (g.Gp / per), grp0 = u % (g.Gp / per) * per;
-      for (int64_t grp = grp0; grp < grp0 + per; ++grp) {
-        if (five)
-          plane_group<L, CG, SW, 5>(g, x, w, y, n, grp, &buf);
-        else
-          plane_group<L, CG, SW, 6>(g, x, w, y, n, grp, &buf);
-      }
-    });
-  };
-  using I8 = std::integral_constant<int, 8>;
-  using I16 = std::integral_constant<int, 16>;
-  using S1 = std::integral_constant<int, 1>;
-  using S2 = std::integral_constant<int, 2>;
-  auto with_cg = [&](auto l) {
-    if (g.Cg == 8) {
-      if (g.sw == 1) return with_shape(l, I8(), S1());
-      return with_shape(l, I8(), S2());
-    }
-    if (g.sw == 1) return with_shape(l, I16(), S1());
-    with_shape(l, I16(), S2());
-  };
-  if (g.M % 16 == 0) return with_cg(I16());
-  with_cg(I8());
-}
-#endif
-
 // Input channels per step in the channels-last forward (kernel vectors in registers,
 // see kNhwcColumns): with 16 registers and 16 channels (two registers a vector) two, one
 // register short (measured 1.1-1.9x faster than one step, NOTES.md section 17); the
@@ -1039,15 +1049,12 @@ void nhwc_forward_all(Pool& pool, const Geom& g, const float* x, const float* w,
           any = 1;
           const int64_t ow = r + c0 * ostep;
           for (int64_t m0 = m_lo; m0 < m_hi; m0 += L) {
-            if constexpr (kAvx2Block && L == 16 && P == 6) {
-              if (np == P)
-                nhwc_block_avx2<CB>(g, taps, zeros.data(), y_row, ow, np, ostep, grp, m0, stream);
-              else  // a row's last columns: a block of as many
-                with_columns<P - 1>(np, [&](auto pc) {
-                  nhwc_block_avx2<CB, decltype(pc)::value>(g, taps, zeros.data(), y_row, ow, np,
-                                                           ostep, grp, m0, stream);
-                });
-            } else if (ostep == 1 && ow >= lo && ow + P <= hi)
+            if constexpr (kAvx2Block && L == 16 && P == 6)
+              with_columns<P>(np, [&](auto pc) {  // a row's last columns: a block of as many
+                nhwc_block_avx2<CB, decltype(pc)::value>(g, taps, zeros.data(), y_row, ow, np,
+                                                         ostep, grp, m0, stream);
+              });
+            else if (ostep == 1 && ow >= lo && ow + P <= hi)
               nhwc_block<L, P, CB, false>(g, taps, y_row, ow, P, 1, grp, m0, stream);
             else
               nhwc_block<L, P, CB, true>(g, taps, y_row, ow, np, ostep, grp, m0, stream);
@@ -1494,12 +1501,10 @@ void run_kernel_grad(Pool& pool, const Geom& g, const float* xp, const float* dp
 
 template <typename Pool>
 void run_forward_nhwc(Pool& pool, const Geom& g, const float* x, const float* w, float* y) {
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
   // (with at least two of its tasks, an image and pair of groups each, per thread: else
   // the rows' loop, split over the rows)
   if (plane_applies(g) && g.N * g.Gp >= 4 * pool.num_threads())
     return plane_forward(pool, g, x, w, y);
-#endif
   if (g.M % 16 == 0)
     nhwc_forward_cb<16>(pool, g, x, w, y);
   else
